@@ -1,0 +1,1 @@
+"""Market data: bar schema, contract specs, CME calendar, synthetic market, ingest, store."""
