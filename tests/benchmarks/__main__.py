@@ -1,0 +1,19 @@
+"""`make bench`: run every benchmark module, each writing JSON under tests/benchmarks/results/."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+MODULES = ("tests.benchmarks.bench_data",)
+
+
+def main() -> int:
+    for name in MODULES:
+        print(f"== {name}", flush=True)
+        importlib.import_module(name).main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
