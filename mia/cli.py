@@ -8,158 +8,17 @@ Heavy modules are imported inside the commands so ``mia --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mia import __version__
+from mia.commands import data as data_commands
+from mia.commands import features as feature_commands
 from mia.errors import MiaError
-
-if TYPE_CHECKING:
-    from mia.config import Config
 
 EXIT_STOP = 2
 EXIT_RETRY = 75  # sysexits EX_TEMPFAIL
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2024-01-02") from None
-
-
-def _mapping(text: str) -> tuple[str, str]:
-    source, sep, name = text.partition("=")
-    if not sep or not source or not name:
-        raise argparse.ArgumentTypeError(f"{text!r} is not SOURCE=NAME (e.g. Close=close)")
-    return source, name
-
-
-def _config(args: argparse.Namespace) -> Config:
-    from mia.config import load_config
-
-    env = dict(os.environ)
-    if getattr(args, "home", None) is not None:
-        env["MIA_HOME"] = str(args.home)
-    return load_config(args.params, env=env)
-
-
-def _progress() -> bool:
-    return sys.stderr.isatty() and os.environ.get("CI") != "true"
-
-
-def cmd_config_show(args: argparse.Namespace) -> int:
-    """Print the resolved configuration (params.yaml + environment endpoints) as YAML."""
-    import yaml
-
-    from mia.config import to_dict
-
-    cfg = _config(args)
-    print(f"# params: {cfg.params_path}")
-    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
-    return 0
-
-
-def cmd_data_generate(args: argparse.Namespace) -> int:
-    """Generate a synthetic market into the raw store and print its summary."""
-    import pandas as pd
-
-    from mia.data.report import print_summary
-    from mia.data.synthetic import generate_market
-    from mia.pipelines.ingest import raw_store
-
-    cfg = _config(args)
-    d = cfg.params.data
-    symbols = args.symbol or list(d.symbols)
-    start, end = args.start or d.start, args.end or d.end
-    seed = d.seed if args.seed is None else args.seed
-    alpha = d.planted_alpha if args.planted_alpha is None else args.planted_alpha
-    market = generate_market(
-        symbols,
-        start,
-        end,
-        seed,
-        planted_alpha=alpha,
-        random_walk=args.random_walk or d.random_walk,
-        progress=_progress(),
-    )
-    store = raw_store(cfg)
-    report = store.write(
-        pd.concat(market.bars.values(), ignore_index=True),
-        where="synthetic market",
-        progress=_progress(),
-    )
-    print(f"generated {', '.join(symbols)} {start}..{end} seed={seed}; planted: {market.planted}")
-    print(
-        f"store {store.root}: {report.partitions} partitions written, "
-        f"{report.unchanged} already identical"
-    )
-    print_summary(store, symbols, start, end)
-    return 0
-
-
-def cmd_data_ingest(args: argparse.Namespace) -> int:
-    """Validate a CSV/Parquet bar file and write it into the raw store."""
-    from mia.data.ingest import ingest_file
-    from mia.data.report import print_summary
-    from mia.pipelines.ingest import raw_store
-
-    cfg = _config(args)
-    store = raw_store(cfg)
-    drop = [c for part in args.drop for c in part.split(",") if c]
-    report = ingest_file(
-        store,
-        args.file,
-        symbol=args.symbol,
-        column_map=dict(args.map),
-        drop=drop,
-        tz=args.tz,
-        progress=_progress(),
-    )
-    w = report.write
-    print(
-        f"ingested {report.rows_read} bars from {args.file} ({', '.join(w.symbols)}; "
-        f"groups: {', '.join(w.groups) or 'OHLCV only'})"
-    )
-    print(f"store {store.root}: {w.partitions} partitions written, {w.unchanged} already identical")
-    print_summary(store, list(w.symbols), None, None)
-    return 0
-
-
-def cmd_data_info(args: argparse.Namespace) -> int:
-    """Print what the raw store holds, with content hashes."""
-    from mia.data.report import print_summary
-    from mia.pipelines.ingest import raw_store
-
-    store = raw_store(_config(args))
-    symbols = args.symbol or store.symbols()
-    if not symbols:
-        print(f"store {store.root} is empty; fill it with 'mia data generate' or 'mia data ingest'")
-        return 0
-    print_summary(store, symbols, args.start, args.end)
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on embedded defaults: today, the data stage of the pipeline + a summary."""
-    from mia.data.report import print_summary
-    from mia.pipelines import ingest
-
-    cfg = _config(args)
-    d = cfg.params.data
-    print(f"MIA demo — MIA_HOME={cfg.endpoints.mia_home}, params={cfg.params_path}")
-    result = ingest.run(cfg, progress=_progress())
-    print(
-        f"stage ingest: {d.source} {', '.join(result.hashes)} {d.start}..{d.end} "
-        f"seed={d.seed}; planted: {result.planted}"
-    )
-    print_summary(ingest.raw_store(cfg), list(result.hashes), d.start, d.end)
-    print(f"\nreport: {result.report}\nnext: 'mia data info', 'mia config show', docs/data.md")
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,67 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mia {__version__}")
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    cfg = top.add_parser("config", help="show the resolved configuration")
-    cfg_sub = cfg.add_subparsers(dest="action", required=True, metavar="ACTION")
-    cfg_sub.add_parser(
-        "show", parents=[common], help="print params + endpoints as YAML"
-    ).set_defaults(func=cmd_config_show)
-
-    data = top.add_parser("data", help="market data: generate, ingest, inspect")
-    data_sub = data.add_subparsers(dest="action", required=True, metavar="ACTION")
-    gen = data_sub.add_parser(
-        "generate",
-        parents=[common],
-        help="generate a synthetic ES/MNQ market (defaults: params.yaml data)",
-    )
-    gen.add_argument(
-        "--symbol",
-        action="append",
-        choices=["ES", "MNQ"],
-        help="repeat for several; together they are correlated",
-    )
-    gen.add_argument("--start", type=_date, help="first trade date, e.g. 2024-01-02")
-    gen.add_argument("--end", type=_date, help="last trade date (inclusive)")
-    gen.add_argument("--seed", type=int)
-    gen.add_argument(
-        "--planted-alpha",
-        type=float,
-        dest="planted_alpha",
-        help="plant a known signal of this strength (docs/data.md)",
-    )
-    gen.add_argument(
-        "--random-walk", action="store_true", dest="random_walk", help="remove all predictability"
-    )
-    gen.set_defaults(func=cmd_data_generate)
-
-    ing = data_sub.add_parser(
-        "ingest", parents=[common], help="validate and store a CSV/Parquet file"
-    )
-    ing.add_argument("file", type=Path)
-    ing.add_argument("--symbol", choices=["ES", "MNQ"], help="symbol of a file without one")
-    ing.add_argument(
-        "--map",
-        type=_mapping,
-        action="append",
-        default=[],
-        metavar="SOURCE=NAME",
-        help="rename a source column (repeatable)",
-    )
-    ing.add_argument(
-        "--drop", action="append", default=[], metavar="COL[,COL]", help="ignore source columns"
-    )
-    ing.add_argument("--tz", help="IANA zone of naive timestamps, e.g. America/Chicago")
-    ing.set_defaults(func=cmd_data_ingest)
-
-    info = data_sub.add_parser("info", parents=[common], help="what the store holds, with hashes")
-    info.add_argument("--symbol", action="append", choices=["ES", "MNQ"])
-    info.add_argument("--start", type=_date)
-    info.add_argument("--end", type=_date)
-    info.set_defaults(func=cmd_data_info)
-
-    top.add_parser(
-        "demo", parents=[common], help="run the main job on embedded defaults"
-    ).set_defaults(func=cmd_demo)
+    for group in (data_commands, feature_commands):
+        group.register(top, common)
     return parser
 
 

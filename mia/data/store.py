@@ -56,6 +56,23 @@ class SymbolSummary:
     groups: tuple[str, ...]
 
 
+def atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    """Write a frame so readers see the old file or the new one, never a torn one.
+
+    :param path: destination; its folder is created.
+    :param frame: the rows to write (the index is not stored).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        frame.to_parquet(tmp, engine="pyarrow", index=False, compression="zstd")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def frame_digest(frame: pd.DataFrame) -> str:
     """Content hash of a canonical bar frame, independent of Parquet encoding details.
 
@@ -197,7 +214,7 @@ class BarStore:
         plan = list(self._merge_plan(clean, groups, where))
         changed = [(path, frame) for path, frame, same in plan if not same]
         for path, frame in _progress(changed, progress, "writing partitions"):
-            self._atomic_write(path, frame)
+            atomic_write_parquet(path, frame)
         return WriteReport(
             rows=sum(len(f) for _, f, _ in plan),
             partitions=len(changed),
@@ -231,17 +248,7 @@ class BarStore:
             )
             yield path, merged, frame_digest(merged) == frame_digest(old)
 
-    @staticmethod
-    def _atomic_write(path: Path, frame: pd.DataFrame) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            frame.to_parquet(tmp, engine="pyarrow", index=False, compression="zstd")
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+
 
 
 def _progress(

@@ -50,7 +50,7 @@ class FeatureSpec:
     @property
     def sha256(self) -> str:
         """:return: content hash over names, families, parameters, groups, regime and engine."""
-        return hashlib.sha256(json.dumps(self._payload(), sort_keys=True).encode()).hexdigest()
+        return _digest(self._payload())
 
     def _payload(self) -> dict[str, Any]:
         reg = registry()
@@ -106,10 +106,18 @@ class FeatureSpec:
                     f"feature {f['name']!r} cannot be built by these kernels "
                     "(unknown name or changed parameters); retrain the model"
                 )
-        spec = make_spec(names, regime=doc.get("regime"))
-        if doc.get("sha256") != spec.sha256:
+        payload = {k: v for k, v in doc.items() if k != "sha256"}
+        if doc.get("sha256") != _digest(payload):
             raise SpecError("feature spec hash mismatch: the file was altered after it was written")
+        spec = make_spec(names, regime=doc.get("regime"))
+        if spec._payload() != payload:
+            raise SpecError("feature spec does not match what these kernels build (warm-ups or "
+                            "groups differ); retrain the model with this MIA version")
         return spec
+
+
+def _digest(payload: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def _compile(
