@@ -247,11 +247,14 @@ def signed_volume(d: DSL, n: int) -> int:
 
 
 def mfi(d: DSL, n: int) -> int:
+    # money flow index: flows on bars whose typical price rose vs fell; unchanged bars count in
+    # neither (TA-Lib's definition)
     tp = d.typical_price()
     flow = d.mul(tp, d.volume)
-    up = d.mul(d.above(d.sub(tp, d.lag(tp, 1))), flow)
-    pos = d.mean(up, n)
-    return d.scale(d.div(pos, d.mean(flow, n)), 100.0)
+    move = d.sub(tp, d.lag(tp, 1))
+    pos = d.mean(d.mul(d.above(move), flow), n)
+    neg = d.mean(d.mul(d.above(d.scale(move, -1.0)), flow), n)
+    return d.scale(d.div(pos, d.add(pos, neg)), 100.0)
 
 
 def hl_range(d: DSL) -> int:

@@ -29,7 +29,10 @@ def _check(bars, name, want: pd.Series, rtol=1e-9):
     want = want.to_numpy()[w:]
     # relative to the indicator's scale: MACD and %B cross zero, where rtol alone means nothing
     scale = np.nanmax(np.abs(want))
-    np.testing.assert_allclose(got[w:], want, rtol=rtol, atol=rtol * scale)
+    # a reference may start a few bars later than our warm-up (TA-Lib's lookbacks)
+    defined = np.isfinite(want)
+    assert defined[50:].all(), "reference undefined well after the warm-up"
+    np.testing.assert_allclose(got[w:][defined], want[defined], rtol=rtol, atol=rtol * scale)
 
 
 def _wilder(x: pd.Series, n: int) -> pd.Series:
@@ -141,3 +144,45 @@ def test_rsi_on_a_hand_checked_series():
     assert got[-2] == pytest.approx(100.0, abs=1e-9)
     g = 13.0 / 14.0  # gain average decays once; loss average becomes 1/14 of the drop
     assert got[-1] == pytest.approx(100.0 * g / (g + 1.0 / 14.0), rel=1e-9)
+
+
+def _talib_cases():
+    import talib
+
+    def hlc(b):
+        return (b["high"].to_numpy(), b["low"].to_numpy(), b["close"].to_numpy())
+
+    def stochf(b, i):
+        return talib.STOCHF(*hlc(b), fastk_period=14, fastd_period=3, fastd_matype=0)[i]
+
+    def bands(b):
+        return talib.BBANDS(b["close"].to_numpy(), 20, 2.0, 2.0, 0)
+
+    def macd(b, i):
+        return talib.MACD(b["close"].to_numpy(), 12, 26, 9)[i]
+
+    return {
+        "rsi_14": lambda b: talib.RSI(b["close"].to_numpy(), 14),
+        "atr_14": lambda b: talib.ATR(*hlc(b), 14),
+        "adx_14": lambda b: talib.ADX(*hlc(b), 14),
+        "plus_di_14": lambda b: talib.PLUS_DI(*hlc(b), 14),
+        "minus_di_14": lambda b: talib.MINUS_DI(*hlc(b), 14),
+        "ema_dist_20": lambda b: b["close"].to_numpy() / talib.EMA(b["close"].to_numpy(), 20) - 1,
+        "macd_12_26": lambda b: macd(b, 0),
+        "macd_signal_12_26_9": lambda b: macd(b, 1),
+        "macd_hist_12_26_9": lambda b: macd(b, 2),
+        "bb_pctb_20": lambda b: (b["close"].to_numpy() - bands(b)[2]) / (bands(b)[0] - bands(b)[2]),
+        "stoch_k_14_3": lambda b: stochf(b, 0),
+        "stoch_d_14_3": lambda b: stochf(b, 1),
+        "cci_20": lambda b: talib.CCI(*hlc(b), 20),
+        "williams_r_14": lambda b: talib.WILLR(*hlc(b), 14),
+        "mfi_14": lambda b: talib.MFI(*hlc(b), b["volume"].to_numpy(), 14),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_talib_cases()))
+def test_indicator_matches_talib_after_warmup(es, name):
+    # TA-Lib seeds Wilder/EMA averages with an SMA; the seed's influence decays below 1e-12
+    # within our declared warm-up, so the two agree from there on.
+    want = pd.Series(_talib_cases()[name](es))
+    _check(es, name, want)
