@@ -47,20 +47,20 @@ class FeatureFrame:
 
     :param symbol: the symbol.
     :param ts: bar-close timestamps.
-    :param values: (T, F) float32.
+    :param matrix: (T, F) float32.
     :param spec: the spec that built them.
     :param report: the build report.
     """
 
     symbol: str
     ts: pd.DatetimeIndex
-    values: np.ndarray
+    matrix: np.ndarray
     spec: FeatureSpec
     report: BuildReport
 
     def to_frame(self) -> pd.DataFrame:
         """:return: ``ts``, ``symbol`` and one float32 column per feature."""
-        frame = pd.DataFrame(self.values, columns=list(self.spec.names))
+        frame = pd.DataFrame(self.matrix, columns=list(self.spec.names))
         frame.insert(0, "symbol", self.symbol)
         frame.insert(0, "ts", self.ts)
         return frame
@@ -138,7 +138,7 @@ def build_features(
             )
     spec = make_spec(chosen, regime=regime)
     t0 = time.perf_counter()
-    values = run_program(spec, inputs.values, progress, dtype=np.float32)
+    values = run_program(spec, inputs.matrix, progress, dtype=np.float32)
     seconds = time.perf_counter() - t0
     for j, w in enumerate(spec.warmups):
         values[:w, j] = np.nan  # not ready: training never sees a feature before its warm-up
@@ -146,7 +146,7 @@ def build_features(
     return FeatureFrame(
         symbol=str(bars["symbol"].iat[0]),
         ts=inputs.ts,
-        values=values,
+        matrix=values,
         spec=spec,
         report=report,
     )

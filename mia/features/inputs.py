@@ -18,13 +18,13 @@ _NS_PER_MINUTE = 60_000_000_000
 class Inputs(NamedTuple):
     """The input matrix of one symbol.
 
-    :param values: (T, N_INPUTS) float64; absent groups are NaN.
+    :param matrix: (T, N_INPUTS) float64; absent groups are NaN.
     :param ts: bar-close timestamps (UTC).
     :param groups: input groups available (optional groups present, plus ``cross``).
     :param missing: group -> why it is unavailable.
     """
 
-    values: np.ndarray
+    matrix: np.ndarray
     ts: pd.DatetimeIndex
     groups: frozenset[str]
     missing: dict[str, str]
@@ -69,4 +69,4 @@ def build_inputs(bars: pd.DataFrame, cross: pd.DataFrame | None = None) -> Input
         else:
             values[:, INPUTS.index("xclose")] = aligned.to_numpy()
             have.add("cross")
-    return Inputs(values=values, ts=ts, groups=frozenset(have), missing=missing)
+    return Inputs(matrix=values, ts=ts, groups=frozenset(have), missing=missing)

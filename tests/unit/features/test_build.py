@@ -46,15 +46,15 @@ def test_kernels_do_not_fill_a_session_gap(market):
     assert after["gap_minutes"] == 30
     want = holed["close"].iat[2000] / holed["close"].iat[1999] - 1
     assert after["ret_1"] == pytest.approx(want, rel=1e-6)
-    assert np.isfinite(ff.values[ff.spec.warmup :]).all()
+    assert np.isfinite(ff.matrix[ff.spec.warmup :]).all()
 
 
 def test_features_before_warmup_are_nan_and_after_are_finite(market):
     ff = build_features(market["ES"].iloc[:6000], names=["rsi_14", "ema_dist_50", "ret_60"])
     for j, w in enumerate(ff.spec.warmups):
-        assert np.isnan(ff.values[:w, j]).all()
-        assert np.isfinite(ff.values[w:, j]).all()
-    assert ff.values.dtype == np.float32
+        assert np.isnan(ff.matrix[:w, j]).all()
+        assert np.isfinite(ff.matrix[w:, j]).all()
+    assert ff.matrix.dtype == np.float32
 
 
 def test_spec_round_trips_through_json_with_a_stable_hash():

@@ -33,7 +33,7 @@ CUT = 9000  # bars after this are perturbed for the look-ahead check
 
 @pytest.fixture(scope="module")
 def runs(market):
-    inputs = build_inputs(market["ES"], market["MNQ"]).values
+    inputs = build_inputs(market["ES"], market["MNQ"]).matrix
     spec = make_spec(NAMES)
     full = run_program(spec, inputs)
     online = OnlineFeatures(spec)
@@ -87,7 +87,7 @@ def test_declared_warmup_makes_a_late_start_agree(runs, name):
 def test_online_reports_not_ready_until_warmup(market):
     spec = make_spec(["ret_1", "rsi_14", "ema_dist_200"])
     online = OnlineFeatures(spec)
-    inputs = build_inputs(market["ES"]).values
+    inputs = build_inputs(market["ES"]).matrix
     readiness = []
     for row in inputs[: spec.warmup + 2]:
         online.update(row)

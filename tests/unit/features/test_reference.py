@@ -24,7 +24,7 @@ def _check(bars, name, want: pd.Series, rtol=1e-9):
     from mia.features.spec import make_spec
 
     spec = make_spec([name])
-    got = run_program(spec, build_inputs(bars).values)[:, 0]
+    got = run_program(spec, build_inputs(bars).matrix)[:, 0]
     w = spec.warmups[0]
     want = want.to_numpy()[w:]
     # relative to the indicator's scale: MACD and %B cross zero, where rtol alone means nothing
@@ -140,7 +140,7 @@ def test_rsi_on_a_hand_checked_series():
     from mia.features.inputs import build_inputs
     from mia.features.spec import make_spec
 
-    got = run_program(make_spec(["rsi_14"]), build_inputs(bars).values)[:, 0]
+    got = run_program(make_spec(["rsi_14"]), build_inputs(bars).matrix)[:, 0]
     assert got[-2] == pytest.approx(100.0, abs=1e-9)
     g = 13.0 / 14.0  # gain average decays once; loss average becomes 1/14 of the drop
     assert got[-1] == pytest.approx(100.0 * g / (g + 1.0 / 14.0), rel=1e-9)
