@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ("tests.benchmarks.bench_data",)
+MODULES = ("tests.benchmarks.bench_data", "tests.benchmarks.bench_features")
 
 
 def main() -> int:
