@@ -7,6 +7,8 @@ order_volume``, ``iv_skew = (iv_call − iv_put)/strike``, ``iv_term_structure =
 
 from __future__ import annotations
 
+import numpy as np
+
 from mia.features import families as f
 from mia.features.dsl import DSL
 
@@ -212,3 +214,33 @@ def cross_ratio_zscore(d: DSL, n: int) -> int:
 def cross_lead_corr(d: DSL, n: int) -> int:
     # does the other symbol's last bar lead this one's?
     return d.corr(d.logret(1), d.lag(_xret(d, 1), 1), n)
+
+
+def _hmm_init(d: DSL) -> tuple[float, ...]:
+    from mia.errors import OperationalError
+    from mia.features import ops as op
+    from mia.regime.filter import HMMParams
+
+    if d.regime is None:
+        raise OperationalError("regime features need fitted HMM parameters")
+    p = HMMParams.from_dict(d.regime)
+    if p.n_states != op.HMM_K or p.n_features != 2:
+        raise OperationalError(
+            f"regime features need a {op.HMM_K}-state HMM over 2 observations, "
+            f"got {p.n_states} states over {p.n_features}"
+        )
+    values = np.concatenate([p.transmat.ravel(), p.means.ravel(), p.variances.ravel(), p.startprob])
+    return tuple(float(v) for v in values)
+
+
+def regime_prob(d: DSL, k: int) -> int:
+    # filtered probability of regime k (0 trend, 1 range, 2 defensive) given bars <= t
+    from mia.features import ops as op
+
+    return d.b.op(op.HMM, d.close, n=k, init=_hmm_init(d))
+
+
+def regime_hmm(d: DSL) -> int:
+    from mia.features import ops as op
+
+    return d.b.op(op.ARGMAX3, regime_prob(d, 0), regime_prob(d, 1), regime_prob(d, 2))

@@ -24,6 +24,8 @@ from typing import Final
 import numpy as np
 from numba import njit
 
+from mia.regime.filter import filter_step, observation_step
+
 INPUTS: Final[tuple[str, ...]] = (
     "open",
     "high",
@@ -60,10 +62,16 @@ _REL_VAR: Final[float] = 1e-12
 # Op codes. Stateless arithmetic first, then stateful ops; the table is the contract with
 # program.py (STATE_SIZE gives each stateful op's state length as a function of n).
 ADD, SUB, MUL, DIV, RATIO_M1, SUBDIV, LOG, LOG1P, ABS, SCALE = range(10)
-MAX2, MIN2, TRUE_RANGE, DM_SELECT, CLIP, SIN, COS, SQRT, SIGN_POS = range(10, 19)
-LAG, EMA, MEAN, MSTD, MAX, MIN, MAD, CORR, BETA, SKEW, KURT = range(19, 30)
-SINCE, SESSION_MINUTE, WEEKDAY, GAP = range(30, 34)
-N_CODES: Final[int] = 34
+MAX2, MIN2, TRUE_RANGE, DM_SELECT, CLIP, SIN, COS, SQRT, SIGN_POS, ARGMAX3 = range(10, 20)
+LAG, EMA, MEAN, MSTD, MAX, MIN, MAD, CORR, BETA, SKEW, KURT = range(20, 31)
+SINCE, SESSION_MINUTE, WEEKDAY, GAP, HMM = range(31, 36)
+N_CODES: Final[int] = 36
+
+# HMM op state: observation state (3), filtered probabilities (3), scratch (6), observation (2),
+# then the fitted parameters, constant: transmat (9), means (6), variances (6), startprob (3).
+HMM_K: Final[int] = 3
+HMM_PARAMS_AT: Final[int] = 14
+HMM_STATE: Final[int] = 38
 
 
 def state_size(code: int, n: int) -> int:
@@ -78,6 +86,8 @@ def state_size(code: int, n: int) -> int:
         return 2 + n
     if code in (CORR, BETA):
         return 7 + 2 * n
+    if code == HMM:
+        return HMM_STATE
     if code in (SINCE, GAP):
         return 2
     return 0
@@ -296,6 +306,21 @@ def _stateful(code: int, x: float, y: float, s: int, n: int, p0: float, state: n
         r = 0.0 if state[s] == 0.0 else max(x - state[s + 1] - 1.0, 0.0)
         state[s] = 1.0
         state[s + 1] = x
+    elif code == HMM:  # p(regime n | bars <= t): mia.regime's forward filter, never smoothing
+        if state[s + 2] == 0.0:  # first bar: the prior is the fitted start distribution
+            for k in range(HMM_K):
+                state[s + 3 + k] = state[s + HMM_PARAMS_AT + 21 + k]
+        p = s + HMM_PARAMS_AT
+        observation_step(state[s : s + 3], x, state[s + 12 : s + 14])
+        filter_step(
+            state[s + 3 : s + 6],
+            state[s + 12 : s + 14],
+            state[p : p + 9].reshape((3, 3)),
+            state[p + 9 : p + 15].reshape((3, 2)),
+            state[p + 15 : p + 21].reshape((3, 2)),
+            state[s + 6 : s + 12],
+        )
+        r = state[s + 3 + n]
     else:
         r = math.nan  # unknown code: program.py never emits one; NaN makes it visible
     return r
@@ -360,6 +385,12 @@ def step(
             r = math.sqrt(x) if x > 0.0 else 0.0
         elif code == SIGN_POS:
             r = 1.0 if x > fp[i, 0] else 0.0
+        elif code == ARGMAX3:  # index of the largest of three (first wins ties)
+            r = 0.0
+            if reg[b] > x:
+                r, x = 1.0, reg[b]
+            if reg[c] > x:
+                r = 2.0
         else:
             r = math.nan  # unknown code: program.py never emits one; NaN makes it visible
         reg[o] = r

@@ -38,6 +38,10 @@ def _own_warmup(code: int, n: int, p0: float) -> int:
         return n - 1
     if code == op.GAP:
         return 1
+    if code == op.HMM:
+        from mia.regime.filter import FILTER_WARMUP, OBS_WARMUP
+
+        return OBS_WARMUP + FILTER_WARMUP
     return 0
 
 
@@ -51,6 +55,8 @@ class Program:
     :param n_regs: number of registers.
     :param out_regs: register of each output, in output order.
     :param warmups: warm-up bars of each output.
+    :param state_init: the state before the first bar (zeros, plus constants such as fitted
+        HMM parameters).
     """
 
     ops: np.ndarray
@@ -59,10 +65,11 @@ class Program:
     n_regs: int
     out_regs: np.ndarray
     warmups: np.ndarray
+    state_init: np.ndarray
 
     def new_state(self) -> np.ndarray:
-        """:return: a fresh (zero) state: the program has seen no bar."""
-        return np.zeros(self.state_size, dtype=np.float64)
+        """:return: a fresh state: the program has seen no bar."""
+        return self.state_init.copy()
 
     def new_regs(self) -> np.ndarray:
         """:return: scratch registers."""
@@ -74,7 +81,8 @@ class ProgramBuilder:
 
     def __init__(self) -> None:
         self._rows: list[tuple[int, int, int, int, int, float, float]] = []
-        self._index: dict[tuple[int, int, int, int, int, float, float], int] = {}
+        self._index: dict[tuple[object, ...], int] = {}
+        self._init: dict[int, tuple[float, ...]] = {}  # row -> constants at op.HMM_PARAMS_AT
         self._warm: list[int] = [0] * op.N_INPUTS
 
     def input(self, name: str) -> int:
@@ -95,6 +103,7 @@ class ProgramBuilder:
         n: int = 0,
         p0: float = 0.0,
         p1: float = 0.0,
+        init: tuple[float, ...] = (),
     ) -> int:
         """Add (or reuse) an op and return its output register.
 
@@ -102,6 +111,7 @@ class ProgramBuilder:
         :param a: first input register; ``b``, ``c`` optional further inputs.
         :param n: window or lag length for stateful ops.
         :param p0: first float parameter (e.g. an EMA's alpha); ``p1`` the second.
+        :param init: constants placed in the op's state (the HMM's fitted parameters).
         """
         if (
             code
@@ -121,12 +131,15 @@ class ProgramBuilder:
             and n < 1
         ):
             raise ValueError(f"op {code} needs a window n >= 1, got {n}")
-        key = (code, a, b, c, n, float(p0), float(p1))
+        row = (code, a, b, c, n, float(p0), float(p1))
+        key = (*row, init)
         found = self._index.get(key)
         if found is not None:
             return found
         reg = op.N_INPUTS + len(self._rows)
-        self._rows.append(key)
+        if init:
+            self._init[len(self._rows)] = init
+        self._rows.append(row)
         self._index[key] = reg
         deps = [self._warm[r] for r in (a, b, c) if r >= 0]
         self._warm.append(max(deps, default=0) + _own_warmup(code, n, p0))
@@ -151,11 +164,17 @@ class ProgramBuilder:
         table = np.zeros((len(keep), op.OP_COLUMNS), dtype=np.int64)
         fp = np.zeros((len(keep), 2), dtype=np.float64)
         offset = 0
+        inits: list[tuple[int, tuple[float, ...]]] = []
         for new, old in enumerate(keep):
             code, a, b, c, n, p0, p1 = self._rows[old]
             table[new] = (code, op.N_INPUTS + new, reg_of(a), reg_of(b), reg_of(c), offset, n)
             fp[new] = (p0, p1)
+            if old in self._init:
+                inits.append((offset + op.HMM_PARAMS_AT, self._init[old]))
             offset += op.state_size(code, n)
+        state_init = np.zeros(max(offset, 1), dtype=np.float64)
+        for at, values in inits:
+            state_init[at : at + len(values)] = values
         return Program(
             ops=table,
             fp=fp,
@@ -163,4 +182,5 @@ class ProgramBuilder:
             n_regs=op.N_INPUTS + len(keep),
             out_regs=np.array([reg_of(r) for r in outputs], dtype=np.int64),
             warmups=np.array([self._warm[r] for r in outputs], dtype=np.int64),
+            state_init=state_init,
         )

@@ -243,6 +243,11 @@ def _defs() -> Iterator[FeatureDef]:
         yield F(f"cross_ratio_zscore_{n}", g.cross_ratio_zscore, cx, n=n)
     yield F("cross_lead_corr_60", g.cross_lead_corr, cx, n=60)
 
+    rg = ("regime",)
+    for k, label in enumerate(("trend", "range", "defensive")):  # mia.types.REGIMES order
+        yield F(f"regime_p_{label}", g.regime_prob, rg, k=k)
+    yield F("regime_hmm", g.regime_hmm, rg)
+
 
 @cache
 def registry() -> dict[str, FeatureDef]:

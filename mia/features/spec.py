@@ -111,8 +111,10 @@ class FeatureSpec:
             raise SpecError("feature spec hash mismatch: the file was altered after it was written")
         spec = make_spec(names, regime=doc.get("regime"))
         if spec._payload() != payload:
-            raise SpecError("feature spec does not match what these kernels build (warm-ups or "
-                            "groups differ); retrain the model with this MIA version")
+            raise SpecError(
+                "feature spec does not match what these kernels build (warm-ups or "
+                "groups differ); retrain the model with this MIA version"
+            )
         return spec
 
 

@@ -1,6 +1,6 @@
 """Stage ``features``: build every buildable feature per symbol from the raw store.
 
-Writes ``<MIA_HOME>/data/features/symbol=…`` (see :class:`mia.features.store.FeatureStore`) and
+Writes ``<MIA_HOME>/data/features/symbol=…`` (:class:`~mia.data.feature_store.FeatureStore`) and
 ``<MIA_HOME>/reports/features.json`` (counts, skipped groups and why, timings).
 """
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mia.config import Config, load_config
+from mia.data.feature_store import FeatureStore
 from mia.features.batch import build_features
-from mia.features.store import FeatureStore
 from mia.pipelines.ingest import raw_store
 
 

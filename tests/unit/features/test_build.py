@@ -84,3 +84,28 @@ def test_feature_frame_has_ts_symbol_and_named_columns(market):
     frame = ff.to_frame()
     assert list(frame.columns) == ["ts", "symbol", "ret_1", "rsi_14"]
     assert isinstance(frame["ts"].dtype, pd.DatetimeTZDtype)
+
+
+def test_regime_features_are_mia_regime_forward_filter(market, regime):
+    from mia.regime import forward_filter, regime_observations
+    from mia.regime.filter import HMMParams
+
+    bars = market["ES"].iloc[:6000]
+    ff = build_features(
+        bars,
+        names=["regime_p_trend", "regime_p_range", "regime_p_defensive", "regime_hmm"],
+        regime=regime,
+    )
+    want = forward_filter(
+        HMMParams.from_dict(regime), regime_observations(bars["close"].to_numpy())
+    )
+    w = ff.spec.warmups[0]
+    np.testing.assert_allclose(ff.matrix[w:, :3], want[w:], rtol=1e-6, atol=1e-7)  # float32
+    np.testing.assert_array_equal(ff.matrix[w:, 3], want[w:].argmax(axis=1))
+
+
+def test_regime_features_without_fitted_parameters_are_refused(market):
+    with pytest.raises(SpecError, match="HMM parameters"):
+        make_spec(["regime_p_trend"])
+    ff = build_features(market["ES"].iloc[:500], names=None)
+    assert "regime" in ff.report.skipped

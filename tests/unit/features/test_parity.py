@@ -18,7 +18,7 @@ from mia.features.ops import INPUTS
 from mia.features.registry import registry
 from mia.features.spec import make_spec
 
-NAMES = [n for n, d in registry().items() if "regime" not in d.groups]
+NAMES = list(registry())
 # Pure functions of the bar's timestamp: perturbing later prices cannot move them.
 CLOCK_ONLY = {
     "session_cycle",
@@ -32,9 +32,9 @@ CUT = 9000  # bars after this are perturbed for the look-ahead check
 
 
 @pytest.fixture(scope="module")
-def runs(market):
+def runs(market, regime):
     inputs = build_inputs(market["ES"], market["MNQ"]).matrix
-    spec = make_spec(NAMES)
+    spec = make_spec(NAMES, regime=regime)
     full = run_program(spec, inputs)
     online = OnlineFeatures(spec)
     stepped = np.array([online.update(row).copy() for row in inputs])

@@ -63,8 +63,10 @@ class FeatureStore:
         """:return: the spec the stored features were built with."""
         path = self.folder(symbol) / "spec.json"
         if not path.is_file():
-            raise StoreError(f"no features stored for {symbol} under {self.root}; "
-                             "build them with 'mia features build'")
+            raise StoreError(
+                f"no features stored for {symbol} under {self.root}; "
+                "build them with 'mia features build'"
+            )
         return FeatureSpec.from_json(path.read_text())
 
     def read(self, symbol: str, start: date | None = None, end: date | None = None) -> pd.DataFrame:
@@ -75,7 +77,7 @@ class FeatureStore:
         self.spec(symbol)  # clear message when nothing is stored
         parts = []
         for path in sorted(self.folder(symbol).glob("date=*.parquet")):
-            day = date.fromisoformat(path.stem[len("date="):])
+            day = date.fromisoformat(path.stem[len("date=") :])
             if (start is None or day >= start) and (end is None or day <= end):
                 parts.append(pd.read_parquet(path, engine="pyarrow"))
         if not parts:
