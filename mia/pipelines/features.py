@@ -18,6 +18,7 @@ from mia.config import Config, load_config
 from mia.data.feature_store import FeatureStore
 from mia.features.batch import build_features
 from mia.pipelines.ingest import raw_store
+from mia.pipelines.regimes import load_regime
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -53,7 +54,8 @@ def run(
     for sym in wanted:
         # the other configured symbol, when there is one, feeds the cross features
         other = next((b for s, b in bars.items() if s != sym), None)
-        ff = build_features(bars[sym], cross=other, progress=progress)
+        ff = build_features(bars[sym], cross=other, regime=load_regime(cfg, sym),
+                            progress=progress)
         store.write(ff)
         built[sym], lines[sym] = ff.report.built, ff.report.lines()
     out = cfg.endpoints.mia_home / "reports" / "features.json"
