@@ -98,7 +98,7 @@ def _div(a: float, b: float) -> float:
     return a / b if abs(b) > _TINY else 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _ring_push(state: np.ndarray, s: int, head: int, n: int, x: float) -> float:
     # ring of length n at state[s+head : s+head+n]; state[s] = count, state[s+1] = write pos.
     # Before the ring is full it is filled with the first value, so lags are defined at once.
@@ -114,7 +114,7 @@ def _ring_push(state: np.ndarray, s: int, head: int, n: int, x: float) -> float:
     return old
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _moments(state: np.ndarray, s: int, n: int, x: float, order: int) -> None:
     # Running sums of (x - shift)^1..4 over the last n values (ring at s+7), state[s+6] = shift.
     # Each time the ring wraps, the shift moves to the window mean and the sums are recomputed
@@ -151,7 +151,7 @@ def _moments(state: np.ndarray, s: int, n: int, x: float, order: int) -> None:
             state[s + 5] += u2 * u2 - w2 * w2
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _pair_sums(state: np.ndarray, s: int, n: int, x: float, y: float) -> None:
     # Running sums of x, y, x^2, y^2, xy over the last n pairs (rings at s+7 and s+7+n).
     pos = int(state[s + 1])
@@ -219,7 +219,7 @@ def _exchange_minutes(ts_minutes: float) -> float:
     return ts_minutes + offset
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _stateful(code: int, x: float, y: float, s: int, n: int, p0: float, state: np.ndarray) -> float:
     # The stateful ops (codes >= LAG), split from step() so arithmetic ops skip these tests.
     if code == LAG:
