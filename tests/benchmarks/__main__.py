@@ -5,7 +5,11 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ("tests.benchmarks.bench_data", "tests.benchmarks.bench_features")
+MODULES = (
+    "tests.benchmarks.bench_data",
+    "tests.benchmarks.bench_features",
+    "tests.benchmarks.bench_selection",
+)
 
 
 def main() -> int:
