@@ -1,4 +1,4 @@
-"""``mia features build|list``."""
+"""``mia features build|list|select``, ``mia validate raw|features``, ``mia drift``."""
 
 from __future__ import annotations
 
@@ -49,6 +49,36 @@ def cmd_features_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_features_select(args: argparse.Namespace) -> int:
+    """SHAP-select the configured number of features per symbol and write the selected spec."""
+    from mia.pipelines import select
+
+    result = select.run(load(args), symbols=args.symbol, progress=progress())
+    for sym, path in result.specs.items():
+        stab, chance = result.stability[sym]
+        print(f"{sym}: fold stability {stab:.2f} (chance level {chance:.2f})")
+        print(f"    top 10: {', '.join(result.top[sym])}")
+        print(f"    spec {path}\n    ranking plot {result.reports[sym]['ranking']}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Run the Great Expectations suite on raw bars or built features."""
+    from mia.pipelines import validate
+
+    for sym, summary in validate.run(load(args), args.what, symbols=args.symbol).items():
+        print(summary.describe(f"{sym} {args.what}"))
+    return 0
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    """Evidently drift report (recent vs reference window) and the PSI reference."""
+    from mia.pipelines import drift
+
+    drift.print_result(drift.run(load(args), symbols=args.symbol))
+    return 0
+
+
 def register(top: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
     """Add ``features`` to the ``mia`` parser.
 
@@ -69,3 +99,17 @@ def register(top: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     ls.add_argument("--stored", choices=["ES", "MNQ"], help="show the stored spec of a symbol")
     ls.set_defaults(func=cmd_features_list)
+    sel = sub.add_parser("select", parents=[common], help="SHAP selection over walk-forward folds")
+    sel.add_argument("--symbol", action="append", choices=["ES", "MNQ"])
+    sel.set_defaults(func=cmd_features_select)
+
+    val = top.add_parser(
+        "validate", parents=[common], help="Great Expectations suites on raw bars or features"
+    )
+    val.add_argument("what", choices=["raw", "features"])
+    val.add_argument("--symbol", action="append", choices=["ES", "MNQ"])
+    val.set_defaults(func=cmd_validate)
+
+    dr = top.add_parser("drift", parents=[common], help="Evidently drift report + PSI reference")
+    dr.add_argument("--symbol", action="append", choices=["ES", "MNQ"])
+    dr.set_defaults(func=cmd_drift)

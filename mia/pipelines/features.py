@@ -54,8 +54,7 @@ def run(
     for sym in wanted:
         # the other configured symbol, when there is one, feeds the cross features
         other = next((b for s, b in bars.items() if s != sym), None)
-        ff = build_features(bars[sym], cross=other, regime=load_regime(cfg, sym),
-                            progress=progress)
+        ff = build_features(bars[sym], cross=other, regime=load_regime(cfg, sym), progress=progress)
         store.write(ff)
         built[sym], lines[sym] = ff.report.built, ff.report.lines()
     out = cfg.endpoints.mia_home / "reports" / "features.json"

@@ -1,0 +1,113 @@
+"""Stage ``drift``: Evidently report of the recent window against the reference window.
+
+Per symbol, over the selected features (all built features when selection has not run): the
+reference is the first ``drift.reference_bars`` bars after warm-up (the training period), the
+current window the last ``drift.reference_bars`` bars. Writes
+``<MIA_HOME>/reports/drift/<SYMBOL>/drift.html|json`` and the PSI reference the online monitor
+uses: ``<MIA_HOME>/models/selection/<SYMBOL>/psi_reference.json`` (per-feature bin edges and
+reference shares).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mia.config import Config, load_config
+from mia.errors import DataValidationError
+from mia.pipelines.features import feature_store
+from mia.pipelines.select import selection_dir
+
+PSI_BINS = 10
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DriftResult:
+    """Per symbol: the Evidently summary and the PSI reference file."""
+
+    summaries: dict[str, Any]
+    psi_reference: dict[str, Path]
+
+
+def run(cfg: Config, *, symbols: Sequence[str] | None = None) -> DriftResult:
+    """Compute the drift report and PSI reference of each symbol.
+
+    :param cfg: configuration (``drift``, ``data``).
+    :param symbols: override of ``data.symbols``.
+    """
+    from mia.drift import bin_proportions, drift_report, reference_quantiles
+
+    p = cfg.params
+    summaries: dict[str, Any] = {}
+    refs: dict[str, Path] = {}
+    for sym in symbols or p.data.symbols:
+        store = feature_store(cfg)
+        frame = store.read(sym, p.data.start, p.data.end)
+        spec_file = selection_dir(cfg, sym) / "spec.json"
+        if spec_file.is_file():
+            from mia.features.spec import FeatureSpec
+
+            spec = FeatureSpec.from_json(spec_file.read_text())
+        else:
+            spec = store.spec(sym)
+        names, n = list(spec.names), p.drift.reference_bars
+        usable = frame.iloc[spec.warmup :]
+        if len(usable) < 2 * n:
+            raise DataValidationError(
+                f"{sym}: {len(usable)} bars after warm-up, drift needs 2 x drift.reference_bars "
+                f"= {2 * n}; lower drift.reference_bars or widen data.start..data.end"
+            )
+        reference, current = usable.iloc[:n][names], usable.iloc[-n:][names]
+        out = cfg.endpoints.mia_home / "reports" / "drift" / sym
+        summaries[sym] = drift_report(reference, current, out, drift_share=p.drift.drift_share)
+        ref = reference.to_numpy(dtype=np.float64)
+        edges = reference_quantiles(ref, PSI_BINS)
+        doc = {
+            "features": names,
+            # JSON has no infinity: padding edges of discrete features are written as null
+            "edges": [[float(e) if np.isfinite(e) else None for e in row] for row in edges],
+            "expected": bin_proportions(ref, edges).tolist(),
+            "bars": n,
+        }
+        path = selection_dir(cfg, sym) / "psi_reference.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc) + "\n")
+        refs[sym] = path
+    return DriftResult(summaries=summaries, psi_reference=refs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mia.pipelines.drift [--params FILE] [--home DIR]``."""
+    parser = argparse.ArgumentParser(prog="python -m mia.pipelines.drift", description=__doc__)
+    parser.add_argument("--params", type=Path, default=None)
+    parser.add_argument("--home", type=Path, default=None)
+    args = parser.parse_args(argv)
+    env = dict(os.environ)
+    if args.home is not None:
+        env["MIA_HOME"] = str(args.home)
+    print_result(run(load_config(args.params, env=env)))
+    return 0
+
+
+def print_result(result: DriftResult) -> None:
+    """Print each symbol's drifted share, the most drifted features and where the report is."""
+    for sym, s in result.summaries.items():
+        worst = ", ".join(s.drifted_columns[:8]) or "none"
+        print(
+            f"{sym}: {s.n_drifted}/{s.n_columns} features drifted ({s.drifted_share:.0%}); "
+            f"dataset drift: {'YES' if s.dataset_drifted else 'no'}; drifted: {worst}\n"
+            f"    report {s.html_path}; PSI reference {result.psi_reference[sym]}"
+        )
+
+
+if __name__ == "__main__":
+    from mia.cli import run_guarded
+
+    raise SystemExit(run_guarded(main))
