@@ -4,7 +4,7 @@ Per symbol, over the selected features (all built features when selection has no
 reference is the first ``drift.reference_bars`` bars after warm-up (the training period), the
 current window the last ``drift.reference_bars`` bars. Writes
 ``<MIA_HOME>/reports/drift/<SYMBOL>/drift.html|json`` and the PSI reference the online monitor
-uses: ``<MIA_HOME>/models/selection/<SYMBOL>/psi_reference.json`` (per-feature bin edges and
+uses: ``<MIA_HOME>/models/drift/<SYMBOL>/psi_reference.json`` (per-feature bin edges and
 reference shares).
 """
 
@@ -76,7 +76,7 @@ def run(cfg: Config, *, symbols: Sequence[str] | None = None) -> DriftResult:
             "expected": bin_proportions(ref, edges).tolist(),
             "bars": n,
         }
-        path = selection_dir(cfg, sym) / "psi_reference.json"
+        path = cfg.endpoints.mia_home / "models" / "drift" / sym / "psi_reference.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc) + "\n")
         refs[sym] = path
