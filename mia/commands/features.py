@@ -1,4 +1,4 @@
-"""``mia features build|list|select``, ``mia validate raw|features``, ``mia drift``."""
+"""``mia features build|list|select``, ``mia regimes fit``, ``mia validate``, ``mia drift``."""
 
 from __future__ import annotations
 
@@ -62,6 +62,17 @@ def cmd_features_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_regimes_fit(args: argparse.Namespace) -> int:
+    """Fit the 3-state HMM per symbol on the first training window."""
+    from mia.pipelines import regimes
+
+    result = regimes.run(load(args), symbols=args.symbol)
+    for sym, share in result.shares.items():
+        text = ", ".join(f"{k} {v:.0%}" for k, v in share.items())
+        print(f"{sym}: {text} of training bars (forward-filtered) -> {result.paths[sym]}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Run the Great Expectations suite on raw bars or built features."""
     from mia.pipelines import validate
@@ -102,6 +113,14 @@ def register(top: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     sel = sub.add_parser("select", parents=[common], help="SHAP selection over walk-forward folds")
     sel.add_argument("--symbol", action="append", choices=["ES", "MNQ"])
     sel.set_defaults(func=cmd_features_select)
+
+    reg = top.add_parser("regimes", help="HMM market regimes")
+    reg_sub = reg.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fit = reg_sub.add_parser(
+        "fit", parents=[common], help="fit the HMM on the first training window"
+    )
+    fit.add_argument("--symbol", action="append", choices=["ES", "MNQ"])
+    fit.set_defaults(func=cmd_regimes_fit)
 
     val = top.add_parser(
         "validate", parents=[common], help="Great Expectations suites on raw bars or features"

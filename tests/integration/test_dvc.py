@@ -11,28 +11,34 @@ from tests.integration.conftest import REPO, run
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _workspace(tmp_path):
+def _workspace(tmp_path, **data):
     work = tmp_path / "repo"
     work.mkdir()
     for name in ("dvc.yaml", "pyproject.toml"):
         shutil.copy(REPO / name, work / name)
+    shutil.copytree(REPO / "great_expectations", work / "great_expectations",
+                    ignore=shutil.ignore_patterns("uncommitted"))
     shutil.copytree(REPO / "mia", work / "mia", ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(symbols=["ES"], start="2024-01-02", end="2024-01-04")
+    params["data"].update(data)
+    params["selection"].update(n_selected=20, folds=2)
+    params["drift"]["reference_bars"] = 1500
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (work / ".gitignore").write_text(".mia/\n")
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         assert run(cmd, cwd=work).returncode == 0
+    shutil.copy(REPO / ".dvcignore", work / ".dvcignore")
     return work
 
 
 def test_dvc_repro_builds_the_raw_store_and_then_is_up_to_date(tmp_path):
     work = _workspace(tmp_path)
-    first = run(["dvc", "repro"], cwd=work)
+    first = run(["dvc", "repro", "ingest"], cwd=work)
     assert first.returncode == 0, first.stdout + first.stderr
     report = json.loads((work / ".mia" / "reports" / "ingest.json").read_text())
     assert report["rows"] == {"ES": 3 * 1380}
-    second = run(["dvc", "repro"], cwd=work)
+    second = run(["dvc", "repro", "ingest"], cwd=work)
     assert second.returncode == 0, second.stderr
     assert "didn't change" in second.stdout or "up to date" in second.stdout, second.stdout
 
@@ -46,9 +52,22 @@ def test_dvc_repro_builds_the_raw_store_and_then_is_up_to_date(tmp_path):
 
 def test_changing_a_data_param_makes_the_stage_stale(tmp_path):
     work = _workspace(tmp_path)
-    assert run(["dvc", "repro"], cwd=work).returncode == 0
+    assert run(["dvc", "repro", "ingest"], cwd=work).returncode == 0
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["data"]["seed"] = 8
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = run(["dvc", "status"], cwd=work)
     assert "data.seed" in status.stdout, status.stdout
+
+
+def test_full_dvc_repro_runs_every_stage_then_is_up_to_date(tmp_path):
+    work = _workspace(tmp_path, end="2024-01-16")  # 10 sessions: past the longest warm-up
+    first = run(["dvc", "repro"], cwd=work, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    for stage in ("validate_raw", "regimes", "features", "validate_features", "select", "drift"):
+        assert f"Running stage '{stage}'" in first.stdout
+    spec = json.loads((work / ".mia" / "models" / "selection" / "ES" / "spec.json").read_text())
+    assert len(spec["features"]) == 20
+    assert (work / ".mia" / "reports" / "drift" / "ES" / "drift.html").is_file()
+    status = run(["dvc", "status"], cwd=work)
+    assert "up to date" in status.stdout, status.stdout
