@@ -12,6 +12,8 @@ import math
 import numpy as np
 from numba import njit
 
+import mia._jit  # noqa: F401 - sets numba's cache directory before any @njit(cache=True)
+
 
 @njit(cache=True)
 def markov_chain(u: np.ndarray, trans_cum: np.ndarray, init: int) -> np.ndarray:

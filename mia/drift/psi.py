@@ -23,6 +23,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+import mia._jit  # noqa: F401 - sets numba's cache directory before any @njit(cache=True)
 from mia.errors import DataValidationError, OperationalError
 
 EPSILON = 1e-4  # share given to an empty bin: ln(a / e) must stay finite (and small for a = e)

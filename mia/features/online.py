@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+import mia._jit  # noqa: F401 - sets numba's cache directory before any @njit(cache=True)
 from mia.features.ops import INPUTS, N_INPUTS, step
 from mia.features.spec import FeatureSpec
 

@@ -24,6 +24,7 @@ from typing import Final
 import numpy as np
 from numba import njit
 
+import mia._jit  # noqa: F401 - sets numba's cache directory before any @njit(cache=True)
 from mia.regime.filter import filter_step, observation_step
 
 INPUTS: Final[tuple[str, ...]] = (

@@ -20,6 +20,7 @@ from typing import Any, Final
 import numpy as np
 from numba import njit
 
+import mia._jit  # noqa: F401 - sets numba's cache directory before any @njit(cache=True)
 from mia.errors import DataValidationError, OperationalError
 from mia.types import REGIMES
 

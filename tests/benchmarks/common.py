@@ -27,7 +27,9 @@ def measure(code: str, env: dict[str, str] | None = None) -> dict[str, float]:
         "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\nprint(json.dumps(_r))\n"
     )
     out = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True,
-                         check=True, env={**os.environ, **(env or {})})
+                         check=False, env={**os.environ, **(env or {})})
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark step failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     figures["wall_seconds"] = round(time.perf_counter() - start, 3)
     return figures

@@ -1,0 +1,60 @@
+"""One numba cache directory per version of MIA's compiled code.
+
+numba's on-disk cache (``cache=True``) is keyed on the source file of each function only. Our
+kernels inline functions from other files (``online._step_out`` inlines ``ops.step``, which
+inlines ``mia.regime.filter``), so after an edit or upgrade a cached caller could keep the old
+machine code of a changed callee — we saw it execute shifted op codes. Keying the cache
+directory on a digest of every numba-bearing source file makes any change start a fresh cache.
+
+Import this module before defining any ``@njit(cache=True)`` function (each numba module does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Final
+
+import numba
+
+_ROOT: Final[Path] = Path(__file__).resolve().parent
+JIT_SOURCES: Final[tuple[str, ...]] = (
+    "_jit.py", "data/_sim_kernels.py", "drift/psi.py", "features/online.py", "features/ops.py",
+    "regime/filter.py",
+)
+
+
+def _digest() -> str:
+    h = hashlib.sha256(numba.__version__.encode())
+    for rel in JIT_SOURCES:
+        h.update(rel.encode())
+        h.update((_ROOT / rel).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _base() -> Path:
+    # numba's own override first, then the XDG cache, then a temp dir (read-only homes)
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return Path(os.environ["NUMBA_CACHE_DIR"])
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "mia" / "numba"
+
+
+def configure() -> Path:
+    """Point numba's cache at the directory of this code version (idempotent).
+
+    :return: the cache directory in use.
+    """
+    target = _base() / _digest()
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        target = Path(tempfile.gettempdir()) / "mia-numba" / _digest()
+        target.mkdir(parents=True, exist_ok=True)
+    numba.config.CACHE_DIR = str(target)  # type: ignore[attr-defined]
+    return target
+
+
+CACHE_DIR: Final[Path] = configure()
