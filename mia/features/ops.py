@@ -220,6 +220,26 @@ def _exchange_minutes(ts_minutes: float) -> float:
     return ts_minutes + offset
 
 
+@njit(cache=True)
+def _hmm(state: np.ndarray, s: int, n: int, x: float) -> float:
+    # Kept out of the inlined op dispatch: its array views carry reference counting that would
+    # otherwise slow every other stateful op.
+    if state[s + 2] == 0.0:  # first bar: the prior is the fitted start distribution
+        for k in range(HMM_K):
+            state[s + 3 + k] = state[s + HMM_PARAMS_AT + 21 + k]
+    p = s + HMM_PARAMS_AT
+    observation_step(state[s : s + 3], x, state[s + 12 : s + 14])
+    filter_step(
+        state[s + 3 : s + 6],
+        state[s + 12 : s + 14],
+        state[p : p + 9].reshape((3, 3)),
+        state[p + 9 : p + 15].reshape((3, 2)),
+        state[p + 15 : p + 21].reshape((3, 2)),
+        state[s + 6 : s + 12],
+    )
+    return float(state[s + 3 + n])
+
+
 @njit(cache=True, inline="always")
 def _stateful(code: int, x: float, y: float, s: int, n: int, p0: float, state: np.ndarray) -> float:
     # The stateful ops (codes >= LAG), split from step() so arithmetic ops skip these tests.
@@ -308,20 +328,7 @@ def _stateful(code: int, x: float, y: float, s: int, n: int, p0: float, state: n
         state[s] = 1.0
         state[s + 1] = x
     elif code == HMM:  # p(regime n | bars <= t): mia.regime's forward filter, never smoothing
-        if state[s + 2] == 0.0:  # first bar: the prior is the fitted start distribution
-            for k in range(HMM_K):
-                state[s + 3 + k] = state[s + HMM_PARAMS_AT + 21 + k]
-        p = s + HMM_PARAMS_AT
-        observation_step(state[s : s + 3], x, state[s + 12 : s + 14])
-        filter_step(
-            state[s + 3 : s + 6],
-            state[s + 12 : s + 14],
-            state[p : p + 9].reshape((3, 3)),
-            state[p + 9 : p + 15].reshape((3, 2)),
-            state[p + 15 : p + 21].reshape((3, 2)),
-            state[s + 6 : s + 12],
-        )
-        r = state[s + 3 + n]
+        r = _hmm(state, s, n, x)
     else:
         r = math.nan  # unknown code: program.py never emits one; NaN makes it visible
     return r
