@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from mia.features.registry import registry
 from mia.features.spec import FeatureSpec, SpecError, make_spec
 
 _CHUNK = 2048  # rows per compiled call; state carries over, so chunking changes nothing
+_PARALLEL_ROWS = 50_000  # below this, a second thread costs more than it saves
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,32 +68,63 @@ class FeatureFrame:
         return frame
 
 
+def _run_group(
+    spec: FeatureSpec, inputs: np.ndarray, out: np.ndarray, cols: np.ndarray, bar: Any
+) -> None:
+    prog = spec.program()
+    state, regs = prog.new_state(), prog.new_regs()
+    # A small float64 buffer reused per chunk stays in cache; writing a (T, F) float64 array
+    # directly was memory-bound (page faults), several times slower than the kernels.
+    buf = np.empty((_CHUNK, len(spec.names)), dtype=np.float64)
+    for s in range(0, inputs.shape[0], _CHUNK):
+        chunk = inputs[s : s + _CHUNK]
+        run_batch(prog.ops, prog.fp, state, regs, chunk, prog.out_regs, buf)  # releases the GIL
+        out[s : s + len(chunk), cols] = buf[: len(chunk)]
+        if bar is not None:
+            bar.update(len(chunk))
+
+
 def run_program(
-    spec: FeatureSpec, inputs: np.ndarray, progress: bool = False, dtype: type = np.float64
+    spec: FeatureSpec,
+    inputs: np.ndarray,
+    progress: bool = False,
+    dtype: type = np.float64,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Run a spec's program over an input matrix from a fresh state.
 
     :param dtype: output dtype; values are computed in float64 either way.
+    :param workers: threads; long inputs are split by feature into this many programs run in
+        parallel (default: up to 2 cores). Each feature goes through the same kernels whichever
+        group it lands in, so the values do not depend on the split.
     :return: (T, F), raw (no warm-up masking): what the online path emits bar by bar.
     """
-    prog = spec.program()
-    state, regs = prog.new_state(), prog.new_regs()
     out: np.ndarray = np.empty((inputs.shape[0], len(spec.names)), dtype=dtype)
-    # A small float64 buffer reused per chunk stays in cache; writing a (T, F) float64 array
-    # directly was memory-bound (page faults), several times slower than the kernels.
-    buf = np.empty((_CHUNK, len(spec.names)), dtype=np.float64)
-    starts = range(0, inputs.shape[0], _CHUNK)
+    n = min(workers or min(os.cpu_count() or 1, 2), len(spec.names))
+    if workers is None and inputs.shape[0] < _PARALLEL_ROWS:
+        n = 1
+    groups = [np.arange(k, len(spec.names), n) for k in range(n)]
+    specs = (
+        [spec]
+        if n == 1
+        else [make_spec([spec.names[c] for c in cols], regime=spec.regime) for cols in groups]
+    )
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=inputs.shape[0], desc="features", unit="bar", leave=False)
-    for s in starts:
-        chunk = inputs[s : s + _CHUNK]
-        run_batch(prog.ops, prog.fp, state, regs, chunk, prog.out_regs, buf)
-        out[s : s + len(chunk)] = buf[: len(chunk)]
-        if bar is not None:
-            bar.update(len(chunk))
+        bar = tqdm(total=inputs.shape[0] * n, desc="features", unit="bar", leave=False)
+    if n == 1:
+        _run_group(spec, inputs, out, groups[0], bar)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            for f in [
+                pool.submit(_run_group, sp, inputs, out, cols, bar)
+                for sp, cols in zip(specs, groups, strict=True)
+            ]:
+                f.result()
     if bar is not None:
         bar.close()
     return out

@@ -404,7 +404,7 @@ def step(
         reg[o] = r
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def run_batch(
     ops: np.ndarray,
     fp: np.ndarray,

@@ -97,3 +97,9 @@ def test_online_reports_not_ready_until_warmup(market):
         assert not readiness[:w, j].any()
         assert readiness[w:, j].all()
     assert online.ready
+
+
+def test_parallel_batch_equals_the_single_program(runs, market):
+    spec, full, *_ = runs
+    inputs = build_inputs(market["ES"], market["MNQ"]).matrix
+    np.testing.assert_array_equal(run_program(spec, inputs, workers=2), full)
