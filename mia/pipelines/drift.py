@@ -10,9 +10,7 @@ reference shares).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from mia.config import Config, load_config
+from mia.config import Config
 from mia.errors import DataValidationError
+from mia.pipelines._stage import stage_config, write_atomic
 from mia.pipelines.features import feature_store
 from mia.pipelines.select import selection_dir
 
@@ -77,22 +76,15 @@ def run(cfg: Config, *, symbols: Sequence[str] | None = None) -> DriftResult:
             "bars": n,
         }
         path = cfg.endpoints.mia_home / "models" / "drift" / sym / "psi_reference.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(doc) + "\n")
+        write_atomic(path, json.dumps(doc) + "\n")
         refs[sym] = path
     return DriftResult(summaries=summaries, psi_reference=refs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m mia.pipelines.drift [--params FILE] [--home DIR]``."""
-    parser = argparse.ArgumentParser(prog="python -m mia.pipelines.drift", description=__doc__)
-    parser.add_argument("--params", type=Path, default=None)
-    parser.add_argument("--home", type=Path, default=None)
-    args = parser.parse_args(argv)
-    env = dict(os.environ)
-    if args.home is not None:
-        env["MIA_HOME"] = str(args.home)
-    print_result(run(load_config(args.params, env=env)))
+    cfg, _ = stage_config("drift", __doc__, argv)
+    print_result(run(cfg))
     return 0
 
 

@@ -6,17 +6,16 @@ Writes ``<MIA_HOME>/data/features/symbol=…`` (:class:`~mia.data.feature_store.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mia.config import Config, load_config
+from mia.config import Config
 from mia.data.feature_store import FeatureStore
 from mia.features.batch import build_features
+from mia.pipelines._stage import stage_config, write_atomic
 from mia.pipelines.ingest import raw_store
 from mia.pipelines.regimes import load_regime
 
@@ -58,21 +57,14 @@ def run(
         store.write(ff)
         built[sym], lines[sym] = ff.report.built, ff.report.lines()
     out = cfg.endpoints.mia_home / "reports" / "features.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"built": built, "report": lines}, indent=2) + "\n")
+    write_atomic(out, json.dumps({"built": built, "report": lines}, indent=2) + "\n")
     return FeaturesResult(store=store.root, built=built, lines=lines, report=out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m mia.pipelines.features [--params FILE] [--home DIR]``."""
-    parser = argparse.ArgumentParser(prog="python -m mia.pipelines.features", description=__doc__)
-    parser.add_argument("--params", type=Path, default=None)
-    parser.add_argument("--home", type=Path, default=None)
-    args = parser.parse_args(argv)
-    env = dict(os.environ)
-    if args.home is not None:
-        env["MIA_HOME"] = str(args.home)
-    result = run(load_config(args.params, env=env), progress=sys.stderr.isatty())
+    cfg, _ = stage_config("features", __doc__, argv)
+    result = run(cfg, progress=sys.stderr.isatty())
     for sym, text in result.lines.items():
         print(f"{sym}: " + "; ".join(text))
     return 0

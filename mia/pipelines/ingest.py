@@ -6,9 +6,7 @@ same store and the same content hashes. It writes ``<MIA_HOME>/reports/ingest.js
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,10 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from mia.config import Config, load_config
+from mia.config import Config
 from mia.data.ingest import ingest_file
 from mia.data.store import BarStore
 from mia.errors import ConfigError
+from mia.pipelines._stage import stage_config, write_atomic
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -93,7 +92,6 @@ def run(cfg: Config, *, progress: bool = False) -> IngestResult:
         h = store.content_hash(sym, data.start, data.end)
         hashes[sym], rows[sym] = h.sha256, h.rows
     out = cfg.endpoints.mia_home / "reports" / "ingest.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "source": data.source,
         "start": data.start.isoformat(),
@@ -103,22 +101,14 @@ def run(cfg: Config, *, progress: bool = False) -> IngestResult:
         "rows": rows,
         "sha256": hashes,
     }
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out)
+    write_atomic(out, json.dumps(payload, indent=2, sort_keys=True) + "\n")
     return IngestResult(store=store.root, hashes=hashes, rows=rows, planted=planted, report=out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m mia.pipelines.ingest [--params FILE] [--home DIR]``."""
-    parser = argparse.ArgumentParser(prog="python -m mia.pipelines.ingest", description=__doc__)
-    parser.add_argument("--params", type=Path, default=None, help="params.yaml to use")
-    parser.add_argument("--home", type=Path, default=None, help="MIA_HOME for this run")
-    args = parser.parse_args(argv)
-    env = dict(os.environ)
-    if args.home is not None:
-        env["MIA_HOME"] = str(args.home)
-    result = run(load_config(args.params, env=env), progress=sys.stderr.isatty())
+    cfg, _ = stage_config("ingest", __doc__, argv)
+    result = run(cfg, progress=sys.stderr.isatty())
     for sym, digest in result.hashes.items():
         print(f"{sym}: {result.rows[sym]} bars, sha256 {digest[:16]}")
     print(f"report: {result.report}")

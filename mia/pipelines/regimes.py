@@ -7,9 +7,7 @@ later validation fold scores. Writes ``<MIA_HOME>/models/regime/<SYMBOL>.json``
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from mia.config import Config, load_config
+from mia.config import Config
 from mia.errors import DataValidationError
+from mia.pipelines._stage import stage_config, write_atomic
 from mia.pipelines.ingest import raw_store
 
 
@@ -66,24 +65,15 @@ def run(cfg: Config, *, symbols: Sequence[str] | None = None) -> RegimesResult:
         labels = forward_filter(params, obs).argmax(axis=1)
         shares[sym] = {name: float(np.mean(labels == i)) for i, name in enumerate(params.labels)}
         path = params_path(cfg, sym)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(params.to_dict(), indent=1) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(params.to_dict(), indent=1) + "\n")
         paths[sym] = path
     return RegimesResult(paths=paths, shares=shares)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m mia.pipelines.regimes [--params FILE] [--home DIR]``."""
-    parser = argparse.ArgumentParser(prog="python -m mia.pipelines.regimes", description=__doc__)
-    parser.add_argument("--params", type=Path, default=None)
-    parser.add_argument("--home", type=Path, default=None)
-    args = parser.parse_args(argv)
-    env = dict(os.environ)
-    if args.home is not None:
-        env["MIA_HOME"] = str(args.home)
-    result = run(load_config(args.params, env=env))
+    cfg, _ = stage_config("regimes", __doc__, argv)
+    result = run(cfg)
     for sym, share in result.shares.items():
         text = ", ".join(f"{k} {v:.0%}" for k, v in share.items())
         print(f"{sym}: {text} of training bars -> {result.paths[sym]}")

@@ -9,15 +9,14 @@ when selection cannot be made the stage stops with the reason.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mia.config import Config, load_config
+from mia.config import Config
 from mia.features.spec import make_spec
+from mia.pipelines._stage import stage_config, write_atomic
 from mia.pipelines.features import feature_store
 from mia.pipelines.ingest import raw_store
 from mia.pipelines.regimes import load_regime
@@ -78,9 +77,7 @@ def run(
         out = selection_dir(cfg, sym)
         out.mkdir(parents=True, exist_ok=True)
         spec = make_spec(list(result.selected), regime=load_regime(cfg, sym))
-        tmp = out / "spec.json.tmp"
-        tmp.write_text(spec.to_json())
-        os.replace(tmp, out / "spec.json")
+        write_atomic(out / "spec.json", spec.to_json())
         specs[sym] = out / "spec.json"
         reports[sym] = write_selection_report(result, out)
         stability[sym] = (result.stability, result.chance_stability)
@@ -90,14 +87,8 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m mia.pipelines.select [--params FILE] [--home DIR]``."""
-    parser = argparse.ArgumentParser(prog="python -m mia.pipelines.select", description=__doc__)
-    parser.add_argument("--params", type=Path, default=None)
-    parser.add_argument("--home", type=Path, default=None)
-    args = parser.parse_args(argv)
-    env = dict(os.environ)
-    if args.home is not None:
-        env["MIA_HOME"] = str(args.home)
-    result = run(load_config(args.params, env=env), progress=sys.stderr.isatty())
+    cfg, _ = stage_config("select", __doc__, argv)
+    result = run(cfg, progress=sys.stderr.isatty())
     for sym, path in result.specs.items():
         stab, chance = result.stability[sym]
         print(

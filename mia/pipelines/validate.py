@@ -7,13 +7,12 @@ fails at this task with the list in its log).
 
 from __future__ import annotations
 
-import argparse
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from mia.config import Config, load_config
+from mia.config import Config
+from mia.pipelines._stage import stage_config
 from mia.pipelines.features import feature_store
 from mia.pipelines.ingest import raw_store
 
@@ -59,15 +58,13 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m mia.pipelines.validate raw|features [--params FILE] [--home DIR]``."""
-    parser = argparse.ArgumentParser(prog="python -m mia.pipelines.validate", description=__doc__)
-    parser.add_argument("what", choices=["raw", "features"])
-    parser.add_argument("--params", type=Path, default=None)
-    parser.add_argument("--home", type=Path, default=None)
-    args = parser.parse_args(argv)
-    env = dict(os.environ)
-    if args.home is not None:
-        env["MIA_HOME"] = str(args.home)
-    for sym, summary in run(load_config(args.params, env=env), args.what).items():
+    cfg, args = stage_config(
+        "validate",
+        __doc__,
+        argv,
+        lambda p: p.add_argument("what", choices=["raw", "features"]),
+    )
+    for sym, summary in run(cfg, args.what).items():
         print(summary.describe(f"{sym} {args.what}"))
     return 0
 
