@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mia.data.calendar import trade_dates
-from mia.data.store import atomic_write_parquet
+from mia.data.store import atomic_write_parquet, read_parquet
 from mia.errors import StoreError
 from mia.features.batch import FeatureFrame
 from mia.features.spec import FeatureSpec
@@ -79,7 +79,7 @@ class FeatureStore:
         for path in sorted(self.folder(symbol).glob("date=*.parquet")):
             day = date.fromisoformat(path.stem[len("date=") :])
             if (start is None or day >= start) and (end is None or day <= end):
-                parts.append(pd.read_parquet(path, engine="pyarrow"))
+                parts.append(read_parquet(path))
         if not parts:
             raise StoreError(f"no {symbol} features for {start or '…'}..{end or '…'}")
         frame = pd.concat(parts, ignore_index=True)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mia.data.schema import validate_bars
-from mia.data.store import BarStore, WriteReport
+from mia.data.store import BarStore, WriteReport, read_parquet
 from mia.errors import DataValidationError
 from mia.types import OPTIONAL_GROUPS, REQUIRED_COLUMNS
 
@@ -89,7 +89,7 @@ def _read(path: Path) -> tuple[pd.DataFrame, int | None]:
     name = path.name.lower()
     try:
         if name.endswith((".parquet", ".pq")):
-            return pd.read_parquet(path, engine="pyarrow"), None
+            return read_parquet(path), None
         if name.endswith((".csv", ".csv.gz", ".txt")):
             # pyarrow parses uniform ISO timestamps itself; mixed or bad ones stay text and are
             # checked row by row in _parse_ts.

@@ -39,7 +39,7 @@ def summarize(store: BarStore, symbol: str, start: date | None, end: date | None
     :param store: the raw store.
     :param symbol: the symbol.
     """
-    bars = store.read(symbol, start, end)
+    bars, digest = store.read_hashed(symbol, start, end)
     close = bars["close"].to_numpy()
     logret = np.diff(np.log(close))
     sessions = len(np.unique(trade_dates(bars["ts"])))
@@ -54,7 +54,7 @@ def summarize(store: BarStore, symbol: str, start: date | None, end: date | None
         ann_vol=float(np.std(logret) * np.sqrt(_MINUTES_PER_YEAR)) if len(logret) > 1 else 0.0,
         volume_per_session=float(bars["volume"].sum() / max(sessions, 1)),
         groups=present_groups(list(bars.columns)),
-        sha256=store.content_hash(symbol, start, end).sha256,
+        sha256=digest.sha256,
         returns=pd.Series(logret, index=bars["ts"].iloc[1:].to_numpy()),
     )
 

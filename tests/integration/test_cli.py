@@ -80,3 +80,12 @@ def test_info_on_an_empty_store_says_how_to_fill_it(mia):
     out = mia("data", "info")
     assert out.returncode == 0
     assert "mia data generate" in out.stdout
+
+
+@pytest.mark.slow
+def test_commands_that_read_parquet_exit_cleanly_every_time(mia):
+    # pandas.read_parquet aborted the interpreter at exit in ~25 % of runs (apache/arrow#50482);
+    # 15 clean runs in a row would happen by chance with probability ~1 %
+    assert mia("data", "ingest", str(SAMPLE), "--symbol", "ES").returncode == 0
+    codes = [mia("data", "info").returncode for _ in range(15)]
+    assert codes == [0] * 15
