@@ -1,7 +1,7 @@
 """One numba cache directory per version of MIA's compiled code.
 
 numba's on-disk cache (``cache=True``) is keyed on the source file of each function only. Our
-kernels inline functions from other files (``online._step_out`` inlines ``ops.step``, which
+kernels inline functions from other files (``online._step_out`` inlines ``machine.step``, which
 inlines ``mia.regime.filter``), so after an edit or upgrade a cached caller could keep the old
 machine code of a changed callee — we saw it execute shifted op codes. Keying the cache
 directory on a digest of every numba-bearing source file makes any change start a fresh cache.
@@ -20,9 +20,10 @@ from typing import Final
 import numba
 
 _ROOT: Final[Path] = Path(__file__).resolve().parent
+# ops.py has no numba code, but its op codes are frozen into the compiled kernels as constants.
 JIT_SOURCES: Final[tuple[str, ...]] = (
-    "_jit.py", "data/_sim_kernels.py", "drift/psi.py", "features/online.py", "features/ops.py",
-    "regime/filter.py",
+    "_jit.py", "data/_sim_kernels.py", "drift/psi.py", "features/kernels.py",
+    "features/machine.py", "features/online.py", "features/ops.py", "regime/filter.py",
 )
 
 

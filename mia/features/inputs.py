@@ -18,7 +18,8 @@ _NS_PER_MINUTE = 60_000_000_000
 class Inputs(NamedTuple):
     """The input matrix of one symbol.
 
-    :param matrix: (T, N_INPUTS) float64; absent groups are NaN.
+    :param matrix: (T, N_INPUTS) float64 in column-major (Fortran) order, so each input is one
+        contiguous array for the batch driver; absent groups are NaN. A row is one bar.
     :param ts: bar-close timestamps (UTC).
     :param groups: input groups available (optional groups present, plus ``cross``).
     :param missing: group -> why it is unavailable.
@@ -43,7 +44,7 @@ def build_inputs(bars: pd.DataFrame, cross: pd.DataFrame | None = None) -> Input
             "features are built per symbol from at least one bar; pass one symbol's bars"
         )
     n = len(bars)
-    values = np.full((n, N_INPUTS), np.nan, dtype=np.float64)
+    values = np.full((N_INPUTS, n), np.nan, dtype=np.float64).T  # (n, N_INPUTS), column-major
     have = set(present_groups(list(bars.columns)))
     missing = {
         g: f"columns {', '.join(cols)} absent from the bars"

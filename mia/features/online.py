@@ -6,7 +6,8 @@ import numpy as np
 from numba import njit
 
 import mia._jit  # noqa: F401 - sets numba's cache directory before any @njit(cache=True)
-from mia.features.ops import INPUTS, N_INPUTS, step
+from mia.features.machine import step
+from mia.features.ops import INPUTS, N_INPUTS
 from mia.features.spec import FeatureSpec
 
 
@@ -57,6 +58,8 @@ class OnlineFeatures:
         :return: the features after this bar (a view, overwritten by the next update).
         """
         p = self._prog
+        if not row.flags.c_contiguous:  # a row of the column-major batch input matrix
+            row = np.ascontiguousarray(row)
         _step_out(p.ops, p.fp, self._state, self._regs, row, p.out_regs, self._out)
         self.bars_seen += 1
         return self._out

@@ -131,6 +131,8 @@ class ProgramBuilder:
             and n < 1
         ):
             raise ValueError(f"op {code} needs a window n >= 1, got {n}")
+        if code == op.EMA:
+            p1 = 1.0 - p0  # the kernel's decay (1 - alpha), computed once per op
         row = (code, a, b, c, n, float(p0), float(p1))
         key = (*row, init)
         found = self._index.get(key)

@@ -18,7 +18,7 @@ from mia.features.dsl import DSL
 from mia.features.program import Program, ProgramBuilder
 from mia.features.registry import FeatureDef, registry
 
-ENGINE_VERSION: Final[int] = 1  # bump when a kernel's arithmetic changes
+ENGINE_VERSION: Final[int] = 2  # bump when a kernel's arithmetic changes (2: EMA as one fma)
 
 
 class SpecError(OperationalError):

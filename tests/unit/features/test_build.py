@@ -6,7 +6,7 @@ import pytest
 
 from mia.features.batch import build_features
 from mia.features.registry import registry
-from mia.features.spec import FeatureSpec, SpecError, make_spec
+from mia.features.spec import ENGINE_VERSION, FeatureSpec, SpecError, make_spec
 from mia.types import REQUIRED_COLUMNS
 
 
@@ -74,7 +74,7 @@ def test_tampered_or_unbuildable_spec_is_refused():
     with pytest.raises(SpecError, match="cannot be built"):
         FeatureSpec.from_json(doc.replace('"n": 14', '"n": 15', 1))
     with pytest.raises(SpecError, match="engine"):
-        FeatureSpec.from_json(doc.replace('"engine": 1', '"engine": 99'))
+        FeatureSpec.from_json(doc.replace(f'"engine": {ENGINE_VERSION}', '"engine": 99'))
     with pytest.raises(SpecError, match="unknown feature"):
         make_spec(["rsi_14", "rsi_15"])
 
