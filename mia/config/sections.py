@@ -93,6 +93,7 @@ class EnvConfig(_Checked):
     max_contracts: int = field(metadata=POSITIVE)
     commission_per_side: float = field(metadata=NON_NEGATIVE)
     slippage_ticks: float = field(metadata=NON_NEGATIVE)
+    default_spread_ticks: float = field(metadata=NON_NEGATIVE)
     reward_scale: float = field(metadata=POSITIVE)
     episode_bars: int = field(metadata=POSITIVE)
     initial_equity: float = field(metadata=POSITIVE)

@@ -9,6 +9,8 @@ MODULES = (
     "tests.benchmarks.bench_data",
     "tests.benchmarks.bench_features",
     "tests.benchmarks.bench_selection",
+    "tests.benchmarks.bench_envs",
+    "tests.benchmarks.bench_agents",
 )
 
 

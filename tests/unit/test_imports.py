@@ -21,6 +21,9 @@ HEAVY = (
     [
         "mia, mia.cli, mia.config, mia.clock, mia.errors, mia.types",  # import mia, mia --help
         "mia.data.store, mia.data.ingest, mia.data.calendar",  # the data layer
+        "mia.agents",  # the agent registry: builders import torch only when called
+        # what the live executor reuses: the cost model, the accounting, the normaliser
+        "mia.envs.costs, mia.envs.market, mia.features.normalize, mia.backtest.simulate",
     ],
 )
 def test_light_modules_import_no_heavy_stack(modules):

@@ -1,0 +1,1 @@
+"""Backtest: the position simulator, the baselines and the metrics (no heavy imports here)."""
