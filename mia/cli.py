@@ -15,6 +15,8 @@ from pathlib import Path
 from mia import __version__
 from mia.commands import data as data_commands
 from mia.commands import features as feature_commands
+from mia.commands import registry as registry_commands
+from mia.commands import training as training_commands
 from mia.errors import MiaError
 
 EXIT_STOP = 2
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mia {__version__}")
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    for group in (data_commands, feature_commands):
+    for group in (data_commands, feature_commands, training_commands, registry_commands):
         group.register(top, common)
     return parser
 
@@ -61,6 +63,13 @@ def run_guarded(func: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`mia features list | head`): not an error of ours. Point stdout
+        # at devnull so the interpreter's final flush does not raise again (Python docs, SIGPIPE).
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

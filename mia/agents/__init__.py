@@ -91,4 +91,33 @@ def build(name: str, cfg: Any, env: Any, *, seed: int, device: str = "cpu",
     return builder(name)(cfg, env, seed=seed, device=device, verbose=verbose)
 
 
-__all__ = ["AGENTS", "AgentSpec", "ActionKind", "action_kind", "build", "builder", "spec"]
+# the SB3 class each agent's build() returns, for loading a saved model (module, class)
+_CLASSES: Final[dict[str, tuple[str, str]]] = {
+    "sac": ("mia.agents.sac", "SplitRateSAC"),
+    "ppo": ("stable_baselines3", "PPO"),
+    "ddpg": ("mia.agents.ddpg", "SplitRateDDPG"),
+    "ppo_lagrangian": ("mia.agents.ppo_lagrangian", "PPOLagrangian"),
+    "qrdqn": ("sb3_contrib", "QRDQN"),
+}
+
+
+def load(name: str, path: Any, *, device: str = "cpu") -> BaseAlgorithm:
+    """Load a model saved by ``model.save`` (training side: SB3's zip, which pickles).
+
+    :param name: the agent name. :param path: the ``model.zip``.
+    :param device: torch device.
+    :raises OperationalError: the file is missing.
+    """
+    from pathlib import Path
+
+    from mia.errors import OperationalError
+
+    spec(name)
+    if not Path(path).is_file():
+        raise OperationalError(f"no saved {name} model at {path}; train it first ('mia train')")
+    module, cls = _CLASSES[name]
+    model: BaseAlgorithm = getattr(importlib.import_module(module), cls).load(path, device=device)
+    return model
+
+
+__all__ = ["AGENTS", "AgentSpec", "ActionKind", "action_kind", "build", "builder", "load", "spec"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Literal
+from typing import ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mia.config._checks import (
@@ -19,7 +19,7 @@ from mia.config._checks import (
     _increasing,
 )
 from mia.config.agents import AgentsConfig
-from mia.types import REGIMES, Symbol
+from mia.types import REGIMES, Regime, Symbol
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -110,6 +110,7 @@ class WalkForwardConfig(_Checked):
     validation_bars: int = field(metadata=POSITIVE)
     purge_bars: int = field(metadata=NON_NEGATIVE)
     embargo_bars: int = field(metadata=NON_NEGATIVE)
+    holdout_bars: int = field(metadata=POSITIVE)
     seed: int = field(metadata=NON_NEGATIVE)
 
 
@@ -144,7 +145,16 @@ class GateConfig(_Checked):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RiskConfig(_Checked):
-    """Risk defaults shared by the backtest and the executor (fractions of equity, ATRs, R)."""
+    """Risk defaults shared by the backtest and the executor (fractions of equity, ATRs, R).
+
+    Sizing reductions, leverage cuts, exits and circuit breakers follow reference.md "Position
+    management" and "Monitoring and alerts"; docs/risk.md maps every key to its rule.
+    """
+
+    # the circuit breakers of mia.risk.breakers, the keys of ``breaker_actions``
+    BREAKERS: ClassVar[tuple[str, ...]] = (
+        "loss", "volatility", "latency", "data_quality", "stale_feed",
+    )
 
     risk_per_trade: float = field(metadata=UNIT)
     max_leverage: dict[str, float] = field(metadata=POSITIVE)
@@ -155,13 +165,64 @@ class RiskConfig(_Checked):
     max_contracts: int = field(metadata=POSITIVE)
     daily_loss_limit: float = field(metadata=UNIT)
     max_drawdown: float = field(metadata=UNIT)
+    # sizing: reduced risk per trade when volatility or flow run hot
+    hot_atr_ratio: float = field(metadata=POSITIVE)
+    hot_atr_risk: float = field(metadata=UNIT)
+    hot_flow_imbalance: float = field(metadata=UNIT)
+    hot_flow_aggressiveness: float = field(metadata=UNIT)
+    hot_flow_risk: float = field(metadata=UNIT)
+    hot_skew: float
+    hot_skew_risk: float = field(metadata=UNIT)
+    # leverage cut and the regime used when none is confirmed
+    cut_leverage: float = field(metadata=POSITIVE)
+    cut_vix_es_correlation: float = field(metadata=UNIT)
+    cut_cvar_loss: float = field(metadata=POSITIVE)
+    cut_bid_ask_imbalance: float = field(metadata=UNIT)
+    fallback_regime: Regime
+    # stops and take profit
+    wide_stop_iv_term: float
+    trend_adx: float = field(metadata={"bound": Bound(lo=0.0, hi=100.0)})
+    take_profit_fractions: tuple[float, ...] = field(metadata=UNIT)
+    early_take_profit_imbalance: float = field(metadata=UNIT)
+    # exits
+    exit_adx: float = field(metadata={"bound": Bound(lo=0.0, hi=100.0)})
+    exit_spoofing: float = field(metadata=NON_NEGATIVE)
+    exit_reversed_imbalance: float = field(metadata=UNIT)
+    exit_opposite_aggressiveness: float = field(metadata=UNIT)
+    exit_news_impact: float = field(metadata=NON_NEGATIVE)
+    # circuit breakers
+    loss_breaker: float = field(metadata=UNIT)
+    volatility_breaker_atr: float = field(metadata=POSITIVE)
+    latency_breaker_ms: float = field(metadata=POSITIVE)
+    latency_breaches: int = field(metadata=POSITIVE)
+    data_fault_limit: int = field(metadata=POSITIVE)
+    stale_feed_seconds: float = field(metadata=POSITIVE)
+    breaker_cooldown_bars: int = field(metadata=POSITIVE)
+    breaker_actions: dict[str, Literal["reducing", "halted"]]
 
     def _cross_checks(self) -> list[str]:
         out = _exact_keys("max_leverage", self.max_leverage, REGIMES)
+        out += _exact_keys("breaker_actions", self.breaker_actions, self.BREAKERS)
         if self.wide_stop_atr < self.stop_atr:
             out.append(f"wide_stop_atr: {self.wide_stop_atr} is below stop_atr {self.stop_atr}")
         if not self.take_profit_r or not _increasing(self.take_profit_r):
             out.append(f"take_profit_r: need increasing levels; got {list(self.take_profit_r)}")
+        if len(self.take_profit_fractions) != len(self.take_profit_r):
+            out.append(f"take_profit_fractions: need one share per take_profit_r level "
+                       f"({len(self.take_profit_r)}); got {list(self.take_profit_fractions)}")
+        if sum(self.take_profit_fractions) > 1.0 + 1e-9:
+            out.append(f"take_profit_fractions: shares sum to {sum(self.take_profit_fractions):g}"
+                       "; at most 1 (the rest rides the stop)")
+        for key in ("hot_atr_risk", "hot_flow_risk", "hot_skew_risk"):
+            if getattr(self, key) > self.risk_per_trade:
+                out.append(f"{key}: {getattr(self, key)} is above risk_per_trade "
+                           f"{self.risk_per_trade}; a reduction must not raise the risk")
+        if self.loss_breaker >= self.daily_loss_limit:
+            out.append(f"loss_breaker: {self.loss_breaker} must be below daily_loss_limit "
+                       f"{self.daily_loss_limit} (the breaker reduces before the limit halts)")
+        if self.exit_adx > self.trend_adx:
+            out.append(f"exit_adx: {self.exit_adx} is above trend_adx {self.trend_adx}; a "
+                       "confirmed trend would exit at once")
         return out
 
 
@@ -223,6 +284,12 @@ class Params(_Checked):
             # labels look `label_horizon` bars ahead: a shorter purge leaks validation into train
             out.append(f"walk_forward.purge_bars: {self.walk_forward.purge_bars} is below "
                        f"features.label_horizon {horizon}; set purge_bars >= {horizon}")
+        if self.risk.max_contracts > self.env.max_contracts:
+            # the agents observe position / env.max_contracts: a larger live position is a state
+            # they never saw in training
+            out.append(f"risk.max_contracts: {self.risk.max_contracts} exceeds env.max_contracts "
+                       f"{self.env.max_contracts} (the largest position the agents trained "
+                       "with); lower it or retrain with a larger env.max_contracts")
         if self.selection.n_selected > self.features.n_features_target:
             out.append(f"selection.n_selected: {self.selection.n_selected} exceeds "
                        f"features.n_features_target {self.features.n_features_target}")

@@ -35,6 +35,11 @@ class DriftResult:
     psi_reference: dict[str, Path]
 
 
+def psi_reference_path(cfg: Config, symbol: str) -> Path:
+    """:return: ``<MIA_HOME>/models/drift/<SYMBOL>/psi_reference.json``."""
+    return cfg.endpoints.mia_home / "models" / "drift" / symbol / "psi_reference.json"
+
+
 def run(cfg: Config, *, symbols: Sequence[str] | None = None) -> DriftResult:
     """Compute the drift report and PSI reference of each symbol.
 
@@ -75,7 +80,7 @@ def run(cfg: Config, *, symbols: Sequence[str] | None = None) -> DriftResult:
             "expected": bin_proportions(ref, edges).tolist(),
             "bars": n,
         }
-        path = cfg.endpoints.mia_home / "models" / "drift" / sym / "psi_reference.json"
+        path = psi_reference_path(cfg, sym)
         write_atomic(path, json.dumps(doc) + "\n")
         refs[sym] = path
     return DriftResult(summaries=summaries, psi_reference=refs)

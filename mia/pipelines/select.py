@@ -1,7 +1,9 @@
 """Stage ``select``: SHAP-rank the built features and keep ``selection.n_selected`` per symbol.
 
 Label = forward log return over ``features.label_horizon`` bars, strictly after t; walk-forward
-folds with ``walk_forward.purge_bars`` (>= the horizon) and ``embargo_bars``. Writes, per symbol,
+folds with ``walk_forward.purge_bars`` (>= the horizon) and ``embargo_bars``. Only the rows before
+the first walk-forward validation window are read (mia.training.layout): the feature set is chosen
+without looking at any row that later scores an agent or the bundle. Writes, per symbol,
 ``<MIA_HOME>/models/selection/<SYMBOL>/spec.json`` (the selected FeatureSpec, in rank order) and
 the report (``selection.json``, ``ranking.png``, ``stability.png``). There is no fallback list:
 when selection cannot be made the stage stops with the reason.
@@ -47,6 +49,7 @@ def run(
     :param progress: show a progress bar over folds.
     """
     from mia.selection import forward_log_return, select_features, write_selection_report
+    from mia.training.layout import plan
 
     p = cfg.params
     specs: dict[str, Path] = {}
@@ -64,9 +67,12 @@ def run(
                 f"{p.data.start}..{p.data.end}; rerun 'mia features build'"
             )
         label = forward_log_return(bars["close"].to_numpy(), p.features.label_horizon)
+        # labels of the last rows read at most `horizon` <= purge bars ahead: still before the
+        # first validation row
+        stop = plan(p.walk_forward, len(bars), feature_store(cfg).spec(sym).warmup).selection.stop
         result = select_features(
-            frame.drop(columns=["ts", "symbol"]),
-            label,
+            frame.drop(columns=["ts", "symbol"]).iloc[:stop],
+            label[:stop],
             n_select=p.selection.n_selected,
             folds=p.selection.folds,
             purge=p.walk_forward.purge_bars,

@@ -11,6 +11,9 @@ MODULES = (
     "tests.benchmarks.bench_selection",
     "tests.benchmarks.bench_envs",
     "tests.benchmarks.bench_agents",
+    "tests.benchmarks.bench_walk_forward",
+    "tests.benchmarks.bench_bundle",
+    "tests.benchmarks.bench_risk",
 )
 
 

@@ -24,6 +24,18 @@ def _workspace(tmp_path, **data):
     params["data"].update(data)
     params["selection"].update(n_selected=20, folds=2)
     params["drift"]["reference_bars"] = 1500
+    # two weeks of bars: a walk-forward sized to them (selection reads only the rows before its
+    # first validation window)
+    params["walk_forward"].update(train_bars=3000, validation_bars=1500, folds=2,
+                                  holdout_bars=1000)
+    # the train stage on a CI budget: tiny nets, a few hundred steps per (agent, fold)
+    for name, agent in params["agents"].items():
+        for key in [k for k in agent if k.endswith("arch")]:
+            agent[key] = [16]
+        agent["total_timesteps"] = 256 if name.startswith("ppo") else 300
+        agent["batch_size"] = 32
+        if name.startswith("ppo"):
+            agent["n_steps"] = 256
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (work / ".gitignore").write_text(".mia/\n")
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
@@ -64,8 +76,14 @@ def test_full_dvc_repro_runs_every_stage_then_is_up_to_date(tmp_path):
     work = _workspace(tmp_path, end="2024-01-16")  # 10 sessions: past the longest warm-up
     first = run(["dvc", "repro"], cwd=work, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for stage in ("validate_raw", "regimes", "features", "validate_features", "select", "drift"):
+    for stage in ("validate_raw", "regimes", "features", "validate_features", "select", "drift",
+                  "train"):
         assert f"Running stage '{stage}'" in first.stdout
+    metrics = run(["dvc", "metrics", "show", "--json"], cwd=work)
+    assert metrics.returncode == 0, metrics.stderr
+    shown = json.loads(metrics.stdout)
+    train = next(iter(shown.values()))["data"][".mia/reports/train.json"]["data"]["ES"]
+    assert set(train) >= {"best_agent", "ppo", "sac", "buy_and_hold", "logistic_regression"}
     spec = json.loads((work / ".mia" / "models" / "selection" / "ES" / "spec.json").read_text())
     assert len(spec["features"]) == 20
     assert (work / ".mia" / "reports" / "drift" / "ES" / "drift.html").is_file()

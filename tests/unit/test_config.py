@@ -274,6 +274,12 @@ def test_purge_shorter_than_label_horizon_is_rejected(doc: dict[str, Any]) -> No
                             "features.label_horizon 15")
 
 
+def test_risk_limit_above_the_training_env_limit_is_rejected(doc: dict[str, Any]) -> None:
+    doc["risk"]["max_contracts"] = 10
+    (error,) = _errors(doc)
+    assert error.startswith("params.yaml: risk.max_contracts: 10 exceeds env.max_contracts 5")
+
+
 def test_file_source_without_file_is_rejected(doc: dict[str, Any]) -> None:
     doc["data"]["source"] = "file"
     (error,) = _errors(doc)
