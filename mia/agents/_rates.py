@@ -8,6 +8,8 @@ algorithms in :mod:`mia.agents.sac` and :mod:`mia.agents.ddpg` route their overr
 
 from __future__ import annotations
 
+from typing import Any
+
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.utils import update_learning_rate
 from torch.optim import Optimizer
@@ -30,3 +32,22 @@ def set_actor_critic_rates(optimizers: list[Optimizer] | Optimizer, *, critic: O
     if logger is not None:
         logger.record("train/actor_learning_rate", actor_lr)
         logger.record("train/critic_learning_rate", critic_lr)
+
+
+class SplitRates:
+    """Mixin for SB3's SAC / DDPG subclasses that carry ``actor_learning_rate`` and
+    ``critic_learning_rate`` (``None``: follow SB3's schedule): SB3 calls
+    ``_update_learning_rate`` before every batch of gradient steps and would reset every
+    optimiser to one rate; this routes it to :func:`set_actor_critic_rates` instead."""
+
+    def _update_learning_rate(self, optimizers: list[Optimizer] | Optimizer) -> None:
+        self._apply_rates(optimizers, log=True)
+
+    def _apply_rates(self, optimizers: list[Optimizer] | Optimizer, *, log: bool) -> None:
+        me: Any = self  # the SB3 algorithm this is mixed into
+        scheduled = float(me.lr_schedule(me._current_progress_remaining))
+        set_actor_critic_rates(
+            optimizers, critic=me.critic.optimizer,
+            actor_lr=scheduled if me.actor_learning_rate is None else me.actor_learning_rate,
+            critic_lr=scheduled if me.critic_learning_rate is None else me.critic_learning_rate,
+            logger=me.logger if log else None)

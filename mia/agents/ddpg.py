@@ -12,7 +12,6 @@ from gymnasium import spaces
 from stable_baselines3 import DDPG
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.type_aliases import GymEnv
-from torch.optim import Optimizer
 
 from mia.agents._common import (
     LEARNING_STARTS,
@@ -26,11 +25,11 @@ from mia.agents._common import (
     set_torch_threads,
 )
 from mia.agents._policies import SplitActivationTD3Policy
-from mia.agents._rates import set_actor_critic_rates
+from mia.agents._rates import SplitRates
 from mia.config.agents import DDPGConfig
 
 
-class SplitRateDDPG(DDPG):
+class SplitRateDDPG(SplitRates, DDPG):
     """SB3 DDPG whose actor and critic learn at their own rates.
 
     :param actor_learning_rate: Adam step of the actor; ``None`` = SB3's ``learning_rate``.
@@ -47,18 +46,6 @@ class SplitRateDDPG(DDPG):
     def _setup_model(self) -> None:
         super()._setup_model()
         self._apply_rates([self.actor.optimizer, self.critic.optimizer], log=False)
-
-    def _update_learning_rate(self, optimizers: list[Optimizer] | Optimizer) -> None:
-        # SB3 calls this before every batch of gradient steps and would reset both to one rate
-        self._apply_rates(optimizers, log=True)
-
-    def _apply_rates(self, optimizers: list[Optimizer] | Optimizer, *, log: bool) -> None:
-        scheduled = float(self.lr_schedule(self._current_progress_remaining))
-        set_actor_critic_rates(
-            optimizers, critic=self.critic.optimizer,
-            actor_lr=scheduled if self.actor_learning_rate is None else self.actor_learning_rate,
-            critic_lr=scheduled if self.critic_learning_rate is None else self.critic_learning_rate,
-            logger=self.logger if log else None)
 
 
 def build(cfg: DDPGConfig, env: GymEnv, *, seed: int, device: str = "cpu",

@@ -22,11 +22,11 @@ from mia.agents._common import (
     replay_capacity,
     set_torch_threads,
 )
-from mia.agents._rates import set_actor_critic_rates
+from mia.agents._rates import SplitRates
 from mia.config.agents import SACConfig
 
 
-class SplitRateSAC(SAC):
+class SplitRateSAC(SplitRates, SAC):
     """SB3 SAC whose actor (and entropy temperature) and critic learn at their own rates.
 
     :param actor_learning_rate: Adam step of the actor and of the entropy temperature;
@@ -50,18 +50,6 @@ class SplitRateSAC(SAC):
     def _optimizers(self) -> list[Optimizer]:
         extra = [] if self.ent_coef_optimizer is None else [self.ent_coef_optimizer]
         return [self.actor.optimizer, self.critic.optimizer, *extra]
-
-    def _update_learning_rate(self, optimizers: list[Optimizer] | Optimizer) -> None:
-        # SB3 calls this before every batch of gradient steps and would reset all to one rate
-        self._apply_rates(optimizers, log=True)
-
-    def _apply_rates(self, optimizers: list[Optimizer] | Optimizer, *, log: bool) -> None:
-        scheduled = float(self.lr_schedule(self._current_progress_remaining))
-        set_actor_critic_rates(
-            optimizers, critic=self.critic.optimizer,
-            actor_lr=scheduled if self.actor_learning_rate is None else self.actor_learning_rate,
-            critic_lr=scheduled if self.critic_learning_rate is None else self.critic_learning_rate,
-            logger=self.logger if log else None)
 
 
 def build(cfg: SACConfig, env: GymEnv, *, seed: int, device: str = "cpu",

@@ -7,11 +7,11 @@ import math
 import os
 import types
 from collections.abc import Mapping
-from dataclasses import fields, is_dataclass
+from dataclasses import MISSING, fields, is_dataclass
 from datetime import date, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any, Final, Literal, Union, cast, get_args, get_origin, get_type_hints
+from typing import Any, Final, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -20,6 +20,9 @@ from mia.config.sections import Params
 from mia.errors import ConfigError
 
 _INVALID: Final = object()
+
+
+T = TypeVar("T")
 
 
 class _Mismatch(Exception):
@@ -136,6 +139,8 @@ class _Loader:
         kwargs: dict[str, Any] = {}
         for name, f in known.items():
             if name not in value:
+                if f.default is not MISSING or f.default_factory is not MISSING:
+                    continue  # a documented default (params.yaml sections declare none)
                 self.error(path, f"missing key {name!r} ({_type_name(hints[name])})")
                 valid = False
             else:
@@ -181,11 +186,33 @@ def parse_params(mapping: object, source: str = "params.yaml") -> Params:
     :return: the validated, frozen parameters.
     :raises ConfigError: listing every problem found, one per line.
     """
+    return parse_section(Params, mapping, source)
+
+
+def parse_section(cls: type[T], mapping: object, source: str) -> T:
+    """Build any checked config dataclass (e.g. the executor's settings) from plain data, with
+    the same rules as :func:`parse_params`: unknown keys, missing keys, types and ranges.
+
+    :param cls: the frozen dataclass. :param mapping: the parsed data.
+    :param source: the name prefixing error messages (the file path).
+    :raises ConfigError: listing every problem found, one per line.
+    """
     loader = _Loader(source)
-    params = loader.convert(Params, mapping, "")
-    if loader.errors or not isinstance(params, Params):
+    out = loader.convert(cls, mapping, "")
+    if loader.errors or not isinstance(out, cls):
         raise ConfigError("\n".join(loader.errors))
-    return params
+    return out
+
+
+def read_yaml(path: str | Path) -> object:
+    """Parse a YAML file strictly (duplicate keys are an error).
+
+    :raises ConfigError: unreadable file or invalid YAML, naming the file.
+    """
+    try:
+        return yaml.load(Path(path).read_text(), Loader=_StrictLoader)  # noqa: S506 - SafeLoader
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc})") from None
 
 
 class _StrictLoader(yaml.SafeLoader):
