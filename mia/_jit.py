@@ -22,8 +22,9 @@ import numba
 _ROOT: Final[Path] = Path(__file__).resolve().parent
 # ops.py has no numba code, but its op codes are frozen into the compiled kernels as constants.
 JIT_SOURCES: Final[tuple[str, ...]] = (
-    "_jit.py", "data/_sim_kernels.py", "drift/psi.py", "features/kernels.py",
-    "features/machine.py", "features/online.py", "features/ops.py", "regime/filter.py",
+    "_jit.py", "data/_sim_kernels.py", "drift/psi.py", "ensemble/_quantiles.py",
+    "features/_normalize_kernel.py", "features/kernels.py", "features/machine.py",
+    "features/online.py", "features/ops.py", "regime/filter.py",
 )
 
 

@@ -8,7 +8,6 @@ Heavy modules are imported inside the commands so ``mia --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,10 +16,9 @@ from mia.commands import data as data_commands
 from mia.commands import features as feature_commands
 from mia.commands import registry as registry_commands
 from mia.commands import training as training_commands
-from mia.errors import MiaError
+from mia.exits import EXIT_RETRY, EXIT_STOP, run_guarded
 
-EXIT_STOP = 2
-EXIT_RETRY = 75  # sysexits EX_TEMPFAIL
+__all__ = ["EXIT_RETRY", "EXIT_STOP", "build_parser", "main", "run_guarded"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,29 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     for group in (data_commands, feature_commands, training_commands, registry_commands):
         group.register(top, common)
     return parser
-
-
-def run_guarded(func: Callable[[], int]) -> int:
-    """Run a command, turning deliberate errors into one line and an exit code.
-
-    :param func: the command.
-    :return: its exit code, or 2 (stop) / 75 (retry) for a :class:`MiaError`.
-    """
-    try:
-        return func()
-    except MiaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_RETRY if exc.response == "retry" else EXIT_STOP
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # the reader went away (`mia features list | head`): not an error of ours. Point stdout
-        # at devnull so the interpreter's final flush does not raise again (Python docs, SIGPIPE).
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,8 @@ class BundleRun:
     """One run of a bundle (or one of its agents alone) over a window.
 
     :param pnl: (n,) net PnL per bar, USD. :param positions: (n,) contracts held at each close.
+    :param targets: (n,) the position each bar's decision asks for (filled at the next open);
+        the last bar decides nothing (its target is the position held).
     :param trade_pnl: net PnL of each round trip (a flip closes one and opens another).
     :param costs: USD transaction costs paid. :param orders: orders filled (policy + exits).
     :param exits: stop / take-profit exits inside bars.
@@ -49,12 +52,31 @@ class BundleRun:
 
     pnl: np.ndarray
     positions: np.ndarray
+    targets: np.ndarray
     trade_pnl: np.ndarray
     costs: float
     orders: int
     exits: int
     events: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+def policy_outputs(policy: Any, raw: np.ndarray, max_contracts: int) -> dict[str, np.ndarray]:
+    """Every agent's output at every position level, over a window (the ensemble's position
+    feeds back into each agent's observation, so each level is asked once, in batch).
+
+    :param policy: a :class:`mia.registry.policy.Policy`. :param raw: (n, F) raw features.
+    :return: agent -> (n, levels) fractions, or (n, levels, n_quantiles, 3) quantiles (QR-DQN).
+    """
+    levels = range(-max_contracts, max_contracts + 1)
+    per_level = [policy.act_batch(raw, np.full(len(raw), float(q))) for q in levels]
+    out: dict[str, np.ndarray] = {}
+    for name, first in per_level[0].items():
+        if first.quantiles is not None:
+            out[name] = np.stack([b[name].quantiles for b in per_level], axis=1)
+        else:
+            out[name] = np.stack([b[name].fraction for b in per_level], axis=1)
+    return out
 
 
 def decision_table(ens: Ensemble, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -100,6 +122,7 @@ def run_window(fractions: np.ndarray, data: TrainingData, rows: slice, risk_rows
     prev_equity = equity0
     pnl = np.zeros(n)
     held = np.zeros(n, dtype=np.int64)
+    wanted = np.zeros(n, dtype=np.int64)
     paid = 0.0
     orders = exits = 0
     events: dict[str, int] = {}
@@ -145,6 +168,9 @@ def run_window(fractions: np.ndarray, data: TrainingData, rows: slice, risk_rows
             d = engine.decide(float(fractions[t, level]), position=pos, equity=equity,
                               price=close, features=feats)
             pending = int(d.order)
+            wanted[t] = int(d.target)
+        else:
+            wanted[t] = pos
         pnl[t] = equity - prev_equity
         prev_equity = equity
         held[t] = pos
@@ -152,7 +178,8 @@ def run_window(fractions: np.ndarray, data: TrainingData, rows: slice, risk_rows
         trades.append(prev_equity - trade_start)
     metrics = summary(pnl, initial_equity=equity0, positions=held.astype(np.float64),
                       trade_pnl=trades, periods_per_year=BARS_PER_YEAR_CME_1MIN).to_dict(prefix)
-    return BundleRun(pnl=pnl, positions=held, trade_pnl=np.asarray(trades), costs=paid,
+    return BundleRun(pnl=pnl, positions=held, targets=wanted, trade_pnl=np.asarray(trades),
+                     costs=paid,
                      orders=orders, exits=exits, events=events, metrics=metrics)
 
 

@@ -1,8 +1,8 @@
 """The ensemble's Bayesian vote: agents' outputs -> one target position, or flat.
 
-numpy only, vectorised over any leading shape: the weight fit and the backtest call
-:func:`decide` on every bar x position level at once; the executor calls :func:`decide_one`,
-the same arithmetic on Python floats, on one bar (held equal by a test).
+numpy and two compiled QR-DQN kernels, vectorised over any leading shape: the weight fit and
+the backtest call :func:`decide` on every bar x position level at once; the executor calls
+:func:`decide_one`, the same arithmetic on Python floats, on one bar (held equal by a test).
 
 **Votes.** Each agent gives a probability that the next move should be *long* rather than
 *short*; undecided (0.5) is flat:
@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from mia.ensemble._quantiles import best_action, best_actions, side_share, side_shares
 from mia.errors import OperationalError
 
 SIDES = ("short", "flat", "long")
@@ -115,7 +116,8 @@ def continuous_vote(action: np.ndarray) -> np.ndarray:
 def quantile_vote(quantiles: np.ndarray) -> np.ndarray:
     """:param quantiles: (..., n_quantiles, 3) QR-DQN quantiles per action.
     :return: (...) P(long): 0, 0.5 or 1 for the best-mean action short, flat or long."""
-    best = np.asarray(quantiles).mean(axis=-2).argmax(axis=-1)
+    q = np.asarray(quantiles)
+    best = best_actions(q.reshape(-1, *q.shape[-2:])).reshape(q.shape[:-2])
     out: np.ndarray = 0.5 * best.astype(np.float64)
     return out
 
@@ -126,18 +128,18 @@ def quantile_share(quantiles: np.ndarray, side: np.ndarray) -> np.ndarray:
     :param quantiles: (..., n_quantiles, 3). :param side: (...) 0 short, 1 flat, 2 long.
     :return: (...) in [0, 1] (1 for flat).
     """
-    q = np.asarray(quantiles, dtype=np.float64)
-    flat_median = np.median(q[..., :, 1], axis=-1)
-    chosen = np.take_along_axis(q, np.asarray(side)[..., None, None], axis=-1)[..., 0]
-    share = (chosen > flat_median[..., None]).mean(axis=-1)
-    return np.where(np.asarray(side) == 1, 1.0, share)
+    q = np.asarray(quantiles)
+    sides = np.broadcast_to(np.asarray(side, dtype=np.int64), q.shape[:-2])
+    share: np.ndarray = side_shares(q.reshape(-1, *q.shape[-2:]),
+                                    np.ascontiguousarray(sides).reshape(-1)).reshape(q.shape[:-2])
+    return share
 
 
 def decide_one(ens: Ensemble, actions: Mapping[str, float],
                quantiles: np.ndarray | None = None) -> tuple[float, float]:
-    """:func:`decide` for one bar in plain Python floats: the live path (~2 us; numpy's
-    per-call cost on 1-element arrays would be ~30 us). Held equal to :func:`decide` on random
-    inputs by tests/unit/ensemble/test_vote.py.
+    """:func:`decide` for one bar in plain Python floats and the compiled QR-DQN kernels: the
+    live path (~2 us; numpy's per-call cost on 1-element arrays would be ~30 us). Held equal
+    to :func:`decide` on random inputs by tests/unit/ensemble/test_vote.py.
 
     :param actions: agent -> continuous action (target fraction) for the continuous agents.
     :param quantiles: (n_quantiles, 3) QR-DQN quantiles, when the ensemble reads QR-DQN.
@@ -150,7 +152,7 @@ def decide_one(ens: Ensemble, actions: Mapping[str, float],
         if name in DISCRETE:
             if quantiles is None:
                 raise OperationalError("ensemble: the vote needs QR-DQN's quantiles")
-            p += w * (0.5 * float(np.asarray(quantiles).mean(axis=0).argmax()))
+            p += w * (0.5 * best_action(quantiles))
             continue
         a = actions[name]
         a = -1.0 if a < -1.0 else (1.0 if a > 1.0 else a)
@@ -168,7 +170,7 @@ def decide_one(ens: Ensemble, actions: Mapping[str, float],
         if quantiles is None:
             raise OperationalError("ensemble: the vote needs QR-DQN's quantiles")
         side = 2 if sign > 0 else 0
-        size *= float(quantile_share(quantiles, np.asarray(side)))
+        size *= side_share(quantiles, side)
     return sign * size, conf
 
 

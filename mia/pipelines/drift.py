@@ -105,6 +105,6 @@ def print_result(result: DriftResult) -> None:
 
 
 if __name__ == "__main__":
-    from mia.cli import run_guarded
+    from mia.exits import run_guarded
 
     raise SystemExit(run_guarded(main))

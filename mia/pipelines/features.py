@@ -71,6 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from mia.cli import run_guarded
+    from mia.exits import run_guarded
 
     raise SystemExit(run_guarded(main))

@@ -128,19 +128,6 @@ def _strict(value: Any) -> Any:
     return value
 
 
-def _outputs(policy: Any, raw: np.ndarray, max_contracts: int) -> dict[str, np.ndarray]:
-    # every agent's output at every position level (the ensemble's position feeds back)
-    levels = range(-max_contracts, max_contracts + 1)
-    per_level = [policy.act_batch(raw, np.full(len(raw), float(q))) for q in levels]
-    out: dict[str, np.ndarray] = {}
-    for name, first in per_level[0].items():
-        if first.quantiles is not None:
-            out[name] = np.stack([b[name].quantiles for b in per_level], axis=1)
-        else:
-            out[name] = np.stack([b[name].fraction for b in per_level], axis=1)
-    return out
-
-
 def evaluate_bundle(bundle_dir: Path, frame: Any, data: Any, rows: slice, risk_rows: np.ndarray,
                     risk_names: tuple[str, ...], params: Any, days: np.ndarray, *,
                     solo: bool = False) -> dict[str, Any]:
@@ -152,7 +139,7 @@ def evaluate_bundle(bundle_dir: Path, frame: Any, data: Any, rows: slice, risk_r
     :raises OperationalError: the bundle needs features the store lacks, or another position
         limit than ``env.max_contracts``.
     """
-    from mia.backtest.bundle_eval import decision_table, run_window
+    from mia.backtest.bundle_eval import decision_table, policy_outputs, run_window
     from mia.ensemble.vote import Ensemble
     from mia.registry.bundle import read_bundle
     from mia.registry.policy import Policy
@@ -163,7 +150,7 @@ def evaluate_bundle(bundle_dir: Path, frame: Any, data: Any, rows: slice, risk_r
         raise OperationalError(f"bundle {bundle_dir}: needs features {missing[:5]} or a position "
                                f"limit {bundle.max_contracts} this data/config does not have")
     raw = frame[list(bundle.spec.names)].to_numpy(np.float32)[rows]
-    outputs = _outputs(Policy(bundle), raw, bundle.max_contracts)
+    outputs = policy_outputs(Policy(bundle), raw, bundle.max_contracts)
     ens = Ensemble.from_dict(bundle.ensemble)
     runs = {"bundle": run_window(decision_table(ens, outputs), data, rows, risk_rows, risk_names,
                                  params, days)}
@@ -377,6 +364,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from mia.cli import run_guarded
+    from mia.exits import run_guarded
 
     raise SystemExit(run_guarded(main))
