@@ -14,6 +14,7 @@ MODULES = (
     "tests.benchmarks.bench_walk_forward",
     "tests.benchmarks.bench_bundle",
     "tests.benchmarks.bench_risk",
+    "tests.benchmarks.bench_dags",
 )
 
 
