@@ -1,0 +1,205 @@
+"""Building an executor from its settings: state, broker, models, feeds, metrics (the wiring).
+
+One function per kind of start: :func:`replay` (a backtest of the live path: a local bundle over
+history as fast as possible) and :func:`live` (``executor.yaml``: models from the registry or
+local paths, a replay or Redis feed, metrics, alerts, the feature log, systemd). Both go through
+:func:`open_state`: startup and crash recovery are one code path (design.md section 8).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from executor.broker.paper import PaperBroker
+from executor.journal import Journal, private_dir
+from executor.loop import Executor, Services, TickStats
+from executor.recovery import recover
+from executor.router import Routing
+from executor.settings import ExecutorSettings, RollbackSettings
+from executor.slot import ModelSlot
+from executor.snapshots import SnapshotStore
+from mia.envs.costs import CostModel
+from mia.errors import OperationalError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Opened:
+    """The durable state of one executor directory, recovered."""
+
+    journal: Journal
+    broker: PaperBroker
+    snapshots: SnapshotStore
+    recovered: Any
+
+
+def open_state(state_dir: Path, symbols: Sequence[str], params: Any, *,
+               sync: str = "normal") -> Opened:
+    """Open (or create) the journal, the paper broker and the snapshots, then recover.
+
+    :param sync: the journal's durability: ``full`` survives power loss, ``normal`` survives a
+        process crash (kill -9; the default), ``off`` is for replays.
+    """
+    from mia.data.contracts import contract
+
+    root = private_dir(state_dir)
+    journal = Journal(root / "journal.sqlite", sync=sync)  # type: ignore[arg-type]
+    costs = {s: CostModel.from_config(contract(s), params.env) for s in symbols}
+    broker = PaperBroker(root / "paper_broker.sqlite", costs,
+                         max_order_contracts=2 * params.risk.max_contracts,
+                         sync=sync)  # type: ignore[arg-type]
+    snapshots = SnapshotStore(root / "snapshots", keep=params.executor.snapshots_kept)
+    recovered = recover(journal, broker, snapshots,
+                        multipliers={s: contract(s).multiplier for s in symbols})
+    return Opened(journal=journal, broker=broker, snapshots=snapshots, recovered=recovered)
+
+
+def warm_dates(store_root: Path, symbol: str, start: date, warmup: int,
+               warm_start: date | None) -> tuple[date, date] | None:
+    """The trade dates before ``start`` that hold at least ``warmup + 1`` bars (or from
+    ``warm_start``). :return: (first, last) or None when ``start`` is the first stored date."""
+    from mia.data.store import BarStore
+
+    days = [d for d in BarStore(store_root).dates(symbol) if d < start]
+    if warm_start is not None:
+        days = [d for d in days if d >= warm_start]
+    else:  # ~1380 bars a CME session; one spare session for short days
+        days = days[-(math.ceil((warmup + 1) / 1380) + 1):]
+    return (days[0], days[-1]) if days else None
+
+
+def replay(cfg: Any, *, bundle: Path, symbol: str, cross: str | None, start: date, end: date,
+           state_dir: Path, warm_start: date | None = None, canary: Path | None = None,
+           canary_share: float = 0.05) -> TickStats:
+    """Run the live loop over history with local bundles (the backtest of the live path).
+
+    :param cfg: MIA configuration (params, MIA_HOME with the raw store).
+    :param bundle: the production bundle directory. :param warm_start: first date warming the
+        features (default: just enough sessions before ``start``).
+    :param canary: a canary bundle directory (its own book at ``canary_share``), or None.
+    :return: the run's stats, every decision included.
+    """
+    from executor.feeds.replay import ReplayFeed
+
+    p = cfg.params
+    store = cfg.endpoints.mia_home / "data" / "raw"
+    symbols = [symbol] + ([cross] if cross else [])
+    slot = ModelSlot.load(bundle, "local")
+    second = ModelSlot.load(canary, "local-canary") if canary is not None else None
+    opened = open_state(state_dir, symbols, p, sync="off")
+    ex = Executor(symbol=symbol, cross_symbol=cross, params=p, state=opened.recovered.state,
+                  slots={"production": slot, "canary": second},
+                  services=Services(journal=opened.journal, broker=opened.broker,
+                                    snapshots=opened.snapshots),
+                  routing=Routing(share=canary_share if second is not None else 0.0),
+                  rollback=RollbackSettings(),
+                  capital=p.env.initial_equity, record=True, replay=True,
+                  snapshot_ns=10**18)
+    warmup = max(slot.warmup, second.warmup if second is not None else 0)
+    window = warm_dates(store, symbol, start, warmup, warm_start)
+    if window is not None:
+        ex.warm(ReplayFeed(store, symbols, window[0], window[1]))
+    if not slot.ready or (second is not None and not second.ready):
+        raise OperationalError(f"replay: {slot.features.bars_seen} bars of history before "
+                               f"{start} do not warm the bundle's features ({slot.warmup + 1} "
+                               "needed); start later or pass an earlier --warm-start")
+    with opened.journal.batch():  # one transaction: a replay needs no per-bar durability
+        stats = ex.run(ReplayFeed(store, symbols, start, end))
+    opened.broker.close()
+    opened.journal.close()
+    return stats
+
+
+def live(settings: ExecutorSettings, cfg: Any) -> Executor:
+    """Build the live executor of ``executor.yaml`` (recovered, warm, not yet running).
+
+    :return: the executor; :func:`executor.__main__.main` runs it with signals and systemd.
+    """
+    from executor.alerts import Alerter
+    from executor.feature_log import FeatureLog
+    from executor.metrics import ExecutorMetrics, MetricsServer, ProcessSampler
+    p = cfg.params
+    symbols = [settings.symbol] + ([settings.cross_symbol] if settings.cross_symbol else [])
+    opened = open_state(settings.state_path, symbols, p)
+    metrics = ExecutorMetrics()
+    alerter = Alerter(os.environ.get(settings.webhook_env) or None, metrics=metrics)
+    slots: dict[str, ModelSlot | None] = {"production": None, "canary": None}
+    watcher = None
+    share = 0.0
+    if settings.models.source == "local":
+        slots["production"] = ModelSlot.load(settings.models.production or "", "local-production")
+        if settings.models.canary:
+            slots["canary"] = ModelSlot.load(settings.models.canary, "local-canary")
+            share = settings.models.canary_share
+    services = Services(journal=opened.journal, broker=opened.broker,
+                        snapshots=opened.snapshots, metrics=metrics, alerter=alerter,
+                        features=None)
+    if settings.models.source == "mlflow":
+        watcher = _first_models(cfg, settings, slots)
+        share = watcher.share
+    ex = Executor(symbol=settings.symbol, cross_symbol=settings.cross_symbol, params=p,
+                  state=opened.recovered.state, slots=slots, services=services,
+                  routing=Routing(mode=settings.routing, share=share,
+                                  overlap_days=settings.overlap_days),
+                  rollback=settings.rollback, capital=p.env.initial_equity,
+                  kill_file=Path(settings.kill_file) if settings.kill_file else None,
+                  snapshot_ns=int(p.executor.snapshot_seconds * 1e9))
+    if watcher is not None:
+        from executor.alerts import Alert
+
+        watcher._history = ex.history  # the watcher warms new slots on the loop's rows
+        # the watcher's thread never writes the journal (one writer: the loop): its alerts go
+        # to the log and the webhook
+        watcher._alert = lambda level, code, msg: alerter.send(
+            Alert(level=level, code=code, message=msg, ts_ns=ex._now_ns()))
+        services.watcher = watcher
+    log = FeatureLog(cfg.endpoints.mia_home)
+    prod = slots["production"]
+    if prod is not None:
+        services.features = log.channel(settings.symbol, prod.version, prod.bundle.spec.names)
+    MetricsServer(metrics, host=p.executor.metrics_host, port=p.executor.metrics_port)
+    from executor.admin import executor_status, start_admin
+
+    start_admin(settings, lambda: executor_status(ex), alerter=alerter)  # off without its token
+    ProcessSampler(metrics).start()
+    return ex
+
+
+def _first_models(cfg: Any, settings: ExecutorSettings,
+                  slots: dict[str, ModelSlot | None]) -> Any:
+    # At start the production model must load (there is nothing to keep running yet); the
+    # canary may fail (an alert, production trades alone).
+    from executor.models import ModelWatcher
+
+    watcher = ModelWatcher(cfg, settings.symbol, history=lambda: (0, _empty()),
+                           alert=lambda *a: None, poll_seconds=cfg.params.executor.poll_seconds)
+    wanted = watcher.wanted()
+    if wanted.production is None:
+        raise OperationalError(f"mia-{settings.symbol} has no production alias; promote a "
+                               "version ('mia registry promote') or run with local models")
+    slots["production"] = watcher.load(wanted.production)
+    watcher.running("production", wanted.production)
+    if wanted.canary is not None:
+        try:
+            slots["canary"] = watcher.load(wanted.canary)
+            watcher.running("canary", wanted.canary)
+            watcher.share = wanted.share
+        except Exception:  # noqa: BLE001 - the next poll retries; production trades alone
+            slots["canary"] = None
+    return watcher
+
+
+def _empty() -> Any:
+    import numpy as np
+
+    return np.empty((0, 23))
+
+
+def yesterday(d: date) -> date:
+    """:return: the day before ``d``."""
+    return d - timedelta(days=1)

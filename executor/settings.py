@@ -1,0 +1,110 @@
+"""``executor.yaml``: what one executor process trades, from where, and where it keeps state.
+
+Trading rules (risk, costs, canary schedule, poll and snapshot cadence, metrics port) come from
+``params.yaml`` (``risk``, ``env``, ``executor`` sections) so the executor trades under the rules
+the backtest scored; this file says only what is specific to a deployment. Loaded with the same
+checks as ``params.yaml`` (mia.config): unknown, missing or mistyped keys are errors naming the
+key. Secrets (the admin token, the webhook URL) come from environment variables named here, never
+from the file. ``docs/executor.md`` has an annotated example.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from mia.config._checks import NON_NEGATIVE, POSITIVE, UNIT, _Checked
+from mia.config.loader import parse_section, read_yaml
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FeedSettings(_Checked):
+    """Where bars come from.
+
+    ``replay``: the data store over ``start..end`` at ``speed`` (1 = real time, 0 = as fast as
+    possible); ``redis``: a Redis stream per symbol (``url``, key ``prefix``, consumer ``group``
+    / ``consumer``; executor.feeds.redis_stream documents the message format).
+    """
+
+    kind: Literal["replay", "redis"]
+    start: str | None = None
+    end: str | None = None
+    speed: float = field(default=0.0, metadata=NON_NEGATIVE)
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "mia:bars:"
+    group: str = "mia-executor"
+    consumer: str = "executor-1"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ModelSettings(_Checked):
+    """Which bundles run: ``mlflow`` (aliases of ``mia-<SYMBOL>``, polled) or ``local`` paths."""
+
+    source: Literal["mlflow", "local"]
+    production: str | None = None
+    canary: str | None = None
+    canary_share: float = field(default=0.05, metadata=UNIT)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RollbackSettings(_Checked):
+    """When the canary is rolled back automatically (issue 7, item 6)."""
+
+    max_drawdown: float = field(default=0.03, metadata=UNIT)
+    min_trades: int = field(default=20, metadata=POSITIVE)
+    underperformance: float = field(default=0.01, metadata=NON_NEGATIVE)  # return on capital
+    max_error_rate: float = field(default=0.05, metadata=UNIT)
+    max_latency_ms: float = field(default=50.0, metadata=POSITIVE)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExecutorSettings(_Checked):
+    """One executor process.
+
+    :param symbol: the contract traded. :param cross_symbol: the other symbol (cross features).
+    :param state_dir: journal, snapshots and broker state (created 0700).
+    :param routing: ``split`` | ``overlap`` | ``shadow`` (executor.router).
+    :param overlap_days: ramp of the overlapping transition.
+    :param warmup_days: trade dates of history loaded to warm the features at start.
+    :param flatten_on_stop: close every position on a graceful stop.
+    :param kill_file: its existence trips the kill switch (checked every tick).
+    :param admin_token_env: environment variable holding the admin HTTP token.
+    :param webhook_env: environment variable holding the alert webhook URL (unset: log only).
+    """
+
+    symbol: Literal["ES", "MNQ"]
+    cross_symbol: Literal["ES", "MNQ"] | None = None
+    state_dir: str
+    feed: FeedSettings
+    models: ModelSettings
+    rollback: RollbackSettings = field(default_factory=RollbackSettings)
+    routing: Literal["split", "overlap", "shadow"] = "split"
+    overlap_days: float = field(default=5.0, metadata=POSITIVE)
+    warmup_days: int = field(default=5, metadata=POSITIVE)
+    flatten_on_stop: bool = False
+    kill_file: str | None = None
+    admin_token_env: str = "MIA_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
+    admin_port: int = field(default=9109, metadata=POSITIVE)
+    webhook_env: str = "MIA_ALERT_WEBHOOK"
+
+    def _cross_checks(self) -> list[str]:
+        out = []
+        if self.cross_symbol == self.symbol:
+            out.append(f"cross_symbol: {self.cross_symbol} is the traded symbol; use the other")
+        if self.models.source == "local" and not self.models.production:
+            out.append("models.production: source is 'local' but no bundle path is given")
+        return out
+
+    @property
+    def state_path(self) -> Path:
+        """The state directory as a path."""
+        return Path(self.state_dir)
+
+
+def load_settings(path: str | Path) -> ExecutorSettings:
+    """Read and check ``executor.yaml``.
+
+    :raises ConfigError: naming every wrong key.
+    """
+    return parse_section(ExecutorSettings, read_yaml(path), str(path))

@@ -1,0 +1,362 @@
+"""The executor's durable state: books, open orders, models, trading state, and their recovery.
+
+:class:`LiveState` changes in one place, :meth:`LiveState.apply`, which folds one journal record
+into it. The loop changes it only through :meth:`LiveState.commit` (append the record, then
+apply it if it was new), and recovery rebuilds it by applying the journal's records after the
+newest snapshot, so the state a crash recovers is, by construction, the state the loop had
+(design.md section 8: startup and crash recovery are one code path,
+:func:`executor.recovery.recover`).
+
+Records that change the state, built by the ``*_entry`` functions below so writer and reader
+agree on their payloads:
+
+==============  ================================================================================
+``bar``         the bar's symbol and ``ts_ns``: the newest processed bar per symbol (feature
+                warm-up position; a redelivered bar is not processed again)
+``order``       ``submit`` opens an order, ``cancel`` / ``reject`` close it
+``fill``        position += quantity and cash -= quantity x price x multiplier + fee, for the
+                fill's book; the order closes when fully filled
+``position``    sets a book's position (reconciliation adopting the broker's)
+``risk_event``  the risk engine's whole state right after the event (``mia.risk.snapshot``), so
+                a kill switch or a breaker trip after the last snapshot survives a crash
+``state``       the trading state (``to``)
+``model_swap``  the model version serving a slot; ``alias_change`` may set the canary share
+==============  ================================================================================
+
+Cash is the USD the book's fills moved (0 at the start): equity = the book's capital + cash +
+position x price x multiplier. Books: ``production`` and ``canary`` trade at the broker,
+``shadow`` never does (its hypothetical fills come from its own paper broker, if any).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+from executor.broker.base import Fill, Order
+from executor.journal import Journal, Record
+from executor.snapshots import Snapshot
+from mia.errors import OperationalError
+from mia.risk import restore as risk_restore
+from mia.risk import snapshot as risk_snapshot
+
+if TYPE_CHECKING:
+    from mia.risk import RiskEngine, RiskEvent, RiskRules
+
+BROKER_BOOKS: Final[tuple[str, ...]] = ("production", "canary")
+ADOPT_BOOK: Final[str] = "production"  # takes a position difference found at reconciliation
+
+
+class Entry(NamedTuple):
+    """A record to append: ``journal.append(kind, payload, key=key)``.
+
+    :param kind: the journal kind.
+    :param payload: its data.
+    :param key: its idempotency key, or ``None``.
+    """
+
+    kind: str
+    payload: dict[str, Any]
+    key: str | None
+
+
+class BookPosition(NamedTuple):
+    """One book's holding of one symbol.
+
+    :param quantity: signed contracts.
+    :param cash: USD moved by the book's fills of this symbol (module doc).
+    """
+
+    quantity: int = 0
+    cash: float = 0.0
+
+
+class OpenOrder(NamedTuple):
+    """An order sent and not yet fully filled, cancelled or rejected.
+
+    :param order: the order.
+    :param filled: signed contracts filled so far.
+    """
+
+    order: Order
+    filled: int = 0
+
+
+# --- entries: what the loop journals -------------------------------------------------------
+
+def bar_entry(symbol: str, ts_ns: int, source_id: str) -> Entry:
+    """:param symbol: contract. :param ts_ns: bar ts, ns. :param source_id: the feed's id.
+    :return: the bar's record, keyed ``<symbol>:<ts_ns>``."""
+    return Entry("bar", {"symbol": symbol, "ts_ns": ts_ns, "source_id": source_id},
+                 f"{symbol}:{ts_ns}")
+
+
+def order_entry(order: Order, action: str = "submit", why: str = "") -> Entry:
+    """:param order: the order. :param action: ``submit``, ``cancel`` or ``reject``.
+    :param why: the reason of a cancel or reject.
+    :return: the record, keyed ``client_id`` (submit) or ``client_id:action``."""
+    if action not in ("submit", "cancel", "reject"):
+        raise OperationalError(f"order action {action!r}: use submit, cancel or reject")
+    key = order.client_id if action == "submit" else f"{order.client_id}:{action}"
+    return Entry("order", {**order._asdict(), "action": action, "why": why}, key)
+
+
+def fill_entry(fill: Fill, book: str) -> Entry:
+    """:param fill: the broker's fill. :param book: the book it is booked to.
+    :return: the record, keyed ``fill_id``."""
+    return Entry("fill", {**fill._asdict(), "book": book}, fill.fill_id)
+
+
+def position_entry(book: str, symbol: str, quantity: int, reason: str) -> Entry:
+    """:param book: the book. :param symbol: contract. :param quantity: its new position.
+    :param reason: why it is set. :return: the record (not keyed)."""
+    return Entry("position", {"book": book, "symbol": symbol, "quantity": quantity,
+                              "reason": reason}, None)
+
+
+def risk_entry(book: str, symbol: str, event: RiskEvent, engine: RiskEngine) -> Entry:
+    """:param book: the book. :param symbol: contract. :param event: the risk event.
+    :param engine: the engine right after it. :return: the record (not keyed)."""
+    return Entry("risk_event", {"book": book, "symbol": symbol, "event": event.to_dict(),
+                                "engine": risk_snapshot(engine)}, None)
+
+
+def state_entry(old: str, new: str, why: str) -> Entry:
+    """:param old: trading state before. :param new: after. :param why: the reason.
+    :return: the record (not keyed)."""
+    return Entry("state", {"from": old, "to": new, "why": why}, None)
+
+
+def model_entry(slot: str, version: str) -> Entry:
+    """:param slot: ``production`` or ``canary``. :param version: the model version now
+    serving it. :return: the ``model_swap`` record (not keyed)."""
+    return Entry("model_swap", {"slot": slot, "version": version}, None)
+
+
+def alias_entry(alias: str, version: str | None, canary_share: float | None = None,
+                why: str = "") -> Entry:
+    """:param alias: the registry alias. :param version: its version (``None``: cleared).
+    :param canary_share: the canary's capital share now, if it changed. :param why: reason.
+    :return: the ``alias_change`` record (not keyed)."""
+    return Entry("alias_change", {"alias": alias, "version": version,
+                                  "canary_share": canary_share, "why": why}, None)
+
+
+def alert_entry(level: str, code: str, message: str) -> Entry:
+    """:param level: info, warning, critical or emergency. :param code: alert code.
+    :param message: text. :return: the record (not keyed)."""
+    return Entry("alert", {"level": level, "code": code, "message": message}, None)
+
+
+# --- the state -----------------------------------------------------------------------------
+
+class LiveState:
+    """Everything recovery restores (module doc); owned by the loop thread.
+
+    :param multipliers: USD per point for every symbol traded (ES 50, MNQ 2).
+    """
+
+    def __init__(self, multipliers: Mapping[str, float]) -> None:
+        self.multipliers = dict(multipliers)
+        self.seq = 0  # last journal record folded in
+        self.books: dict[tuple[str, str], BookPosition] = {}
+        self.open_orders: dict[str, OpenOrder] = {}
+        self.last_bar_ns: dict[str, int] = {}
+        self.model_versions: dict[str, str] = {}
+        self.canary_share: float | None = None
+        self.trading_state = "STARTING"
+        self.risk: dict[str, dict[str, Any]] = {}  # "<book>/<symbol>" -> mia.risk.snapshot
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def position(self, book: str, symbol: str) -> int:
+        """:return: the book's signed contracts of ``symbol``."""
+        return self.books.get((book, symbol), BookPosition()).quantity
+
+    def net(self, symbol: str, books: Sequence[str] = BROKER_BOOKS) -> int:
+        """:return: contracts of ``symbol`` summed over ``books`` (what the broker holds)."""
+        return sum(p.quantity for (b, s), p in self.books.items() if s == symbol and b in books)
+
+    def pending(self, book: str, symbol: str) -> int:
+        """:return: signed contracts of the book's open orders in ``symbol`` not yet filled."""
+        return sum(o.order.quantity - o.filled for o in self.open_orders.values()
+                   if o.order.book == book and o.order.symbol == symbol)
+
+    def seen(self, symbol: str, ts_ns: int) -> bool:
+        """:return: whether a bar of ``symbol`` at or after ``ts_ns`` was processed already."""
+        return ts_ns <= self.last_bar_ns.get(symbol, -1)
+
+    # --- the one place the state changes --------------------------------------------------
+
+    def commit(self, journal: Journal, entry: Entry) -> bool:
+        """Journal a record (durable on return), then fold it in if it was new.
+
+        :param journal: the journal.
+        :param entry: the record.
+        :return: ``True`` if new, ``False`` if its key was journaled before (state unchanged).
+        :raises JournalError: the write failed: halt; the state is what the journal holds.
+        """
+        if entry.kind == "fill":
+            self._multiplier(str(entry.payload["symbol"]))  # refuse before journaling it
+        if not journal.append(entry.kind, entry.payload, key=entry.key):
+            return False
+        self.apply(entry.kind, entry.payload)
+        self.seq = journal.last_seq
+        return True
+
+    def commit_fill(self, journal: Journal, fill: Fill) -> bool:
+        """Journal and book a fill to the book of its order (a fill delivered twice: once).
+
+        A fill for an order the journal does not know is booked to ``production`` with a
+        critical ``unknown_fill`` alert (someone traded the account by hand, or the journal
+        lost an order): reconciliation must not hide it.
+
+        :param journal: the journal.
+        :param fill: the broker's fill.
+        :return: ``True`` if new, ``False`` if journaled before.
+        :raises JournalError: the write failed.
+        """
+        self._multiplier(fill.symbol)
+        open_ = self.open_orders.get(fill.client_id)
+        if open_ is not None:
+            return self.commit(journal, fill_entry(fill, open_.order.book))
+        if journal.get("fill", fill.fill_id) is not None:
+            return False
+        order = journal.get("order", fill.client_id)
+        if order is not None:
+            return self.commit(journal, fill_entry(fill, str(order.payload["book"])))
+        self.commit(journal, alert_entry(
+            "critical", "unknown_fill", f"fill {fill.fill_id} ({fill.quantity:+d} {fill.symbol})"
+            f" is for order {fill.client_id}, which the journal does not know; booked to "
+            f"{ADOPT_BOOK}"))
+        return self.commit(journal, fill_entry(fill, ADOPT_BOOK))
+
+    def replay(self, record: Record) -> None:
+        """Fold in a record read back from the journal (recovery).
+
+        :param record: the record.
+        :raises OperationalError: a malformed record (the message names its seq).
+        """
+        try:
+            self.apply(record.kind, record.payload)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OperationalError(f"journal record {record.seq} ({record.kind}) is malformed "
+                                   f"({exc!r}); the journal was edited or written by another "
+                                   "version: restore it from the backup") from exc
+        self.seq = record.seq
+
+    def apply(self, kind: str, p: Mapping[str, Any]) -> None:
+        """Fold one record's payload into the state (module doc for each kind).
+
+        :param kind: the journal kind (kinds not listed in the module doc change nothing).
+        :param p: its payload.
+        """
+        if kind == "bar":
+            sym = p["symbol"]
+            self.last_bar_ns[sym] = max(int(p["ts_ns"]), self.last_bar_ns.get(sym, -1))
+        elif kind == "order":
+            if p["action"] == "submit":
+                fields = {k: p[k] for k in Order._fields}
+                self.open_orders[p["client_id"]] = OpenOrder(Order(**fields))
+            else:
+                self.open_orders.pop(p["client_id"], None)
+        elif kind == "fill":
+            self._book_fill(p)
+        elif kind == "position":
+            old = self.books.get((p["book"], p["symbol"]), BookPosition())
+            self.books[(p["book"], p["symbol"])] = old._replace(quantity=int(p["quantity"]))
+        elif kind == "risk_event":
+            self.risk[f"{p['book']}/{p['symbol']}"] = dict(p["engine"])
+        elif kind == "state":
+            self.trading_state = str(p["to"])
+        elif kind == "model_swap":
+            self.model_versions[str(p["slot"])] = str(p["version"])
+        elif kind == "alias_change" and p.get("canary_share") is not None:
+            self.canary_share = float(p["canary_share"])
+
+    def _book_fill(self, p: Mapping[str, Any]) -> None:
+        sym, q = p["symbol"], int(p["quantity"])
+        mult = self._multiplier(sym)
+        old = self.books.get((p["book"], sym), BookPosition())
+        self.books[(p["book"], sym)] = BookPosition(
+            old.quantity + q, old.cash - q * float(p["price"]) * mult - float(p["fee"]))
+        open_ = self.open_orders.get(p["client_id"])
+        if open_ is not None:
+            filled = open_.filled + q
+            if filled == open_.order.quantity:
+                del self.open_orders[p["client_id"]]
+            else:
+                self.open_orders[p["client_id"]] = open_._replace(filled=filled)
+
+    def _multiplier(self, symbol: str) -> float:
+        mult = self.multipliers.get(symbol)
+        if mult is None:
+            raise OperationalError(f"a fill in {symbol}, which has no multiplier; pass "
+                                   "multipliers for every traded symbol (have "
+                                   f"{sorted(self.multipliers)})")
+        return mult
+
+    # --- snapshots ------------------------------------------------------------------------
+
+    def snapshot(self, journal: Journal, *, taken_ns: int,
+                 engines: Mapping[str, RiskEngine] | None = None) -> Snapshot:
+        """Capture the state (cheap: plain copies; write it with ``SnapshotStore.write``).
+
+        :param journal: the journal the state follows (its id goes into the snapshot).
+        :param taken_ns: now, ns since the epoch.
+        :param engines: the live risk engines by ``"<book>/<symbol>"``; their state replaces
+            what the last risk events recorded.
+        :return: the snapshot at :attr:`seq`.
+        """
+        if engines:
+            self.risk.update({k: risk_snapshot(e) for k, e in engines.items()})
+        return Snapshot(journal_id=journal.journal_id, seq=self.seq, taken_ns=taken_ns,
+                        state=self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        """:return: the state as plain JSON-able data (the snapshot body)."""
+        return {
+            "books": [[b, s, p.quantity, p.cash] for (b, s), p in sorted(self.books.items())],
+            "open_orders": [[*o.order, o.filled] for o in self.open_orders.values()],
+            "last_bar_ns": dict(self.last_bar_ns), "model_versions": dict(self.model_versions),
+            "canary_share": self.canary_share, "trading_state": self.trading_state,
+            "risk": dict(self.risk),
+        }
+
+    @classmethod
+    def from_snapshot(cls, snap: Snapshot, multipliers: Mapping[str, float]) -> LiveState:
+        """:param snap: a snapshot. :param multipliers: USD per point per symbol.
+        :return: the state it holds, at its seq.
+        :raises OperationalError: a malformed state (skip to an older snapshot)."""
+        s, d = cls(multipliers), snap.state
+        try:
+            s.books = {(b, sym): BookPosition(int(q), float(c)) for b, sym, q, c in d["books"]}
+            s.open_orders = {o[0]: OpenOrder(Order(*o[:6]), int(o[6]))
+                             for o in d["open_orders"]}
+            s.last_bar_ns = {k: int(v) for k, v in d["last_bar_ns"].items()}
+            s.model_versions = {k: str(v) for k, v in d["model_versions"].items()}
+            share = d["canary_share"]
+            s.canary_share = None if share is None else float(share)
+            s.trading_state = str(d["trading_state"])
+            s.risk = {k: dict(v) for k, v in d["risk"].items()}
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise OperationalError(f"snapshot at seq {snap.seq} has a malformed state "
+                                   f"({exc!r})") from exc
+        s.seq = snap.seq
+        return s
+
+    def restore_engines(self, rules: Mapping[str, RiskRules]) -> dict[str, RiskEngine]:
+        """Rebuild the risk engines the state recorded (books without one start fresh).
+
+        :param rules: risk rules per symbol.
+        :return: engines by ``"<book>/<symbol>"``.
+        :raises OperationalError: a recorded symbol has no rules.
+        """
+        out: dict[str, RiskEngine] = {}
+        for key, raw in self.risk.items():
+            sym = key.split("/", 1)[1]
+            if sym not in rules:
+                raise OperationalError(f"risk state for {key} but no rules for {sym}; pass "
+                                       f"rules for every traded symbol (have {sorted(rules)})")
+            out[key] = risk_restore(rules[sym], raw)
+        return out
