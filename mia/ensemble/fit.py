@@ -123,6 +123,18 @@ def _sharpe(sims: Sequence[SimResult], params: Params) -> float:
                          trade_pnl=trades, periods_per_year=BARS_PER_YEAR_CME_1MIN).sharpe)
 
 
+def _json_safe(value: Any) -> Any:
+    # The fit record travels in bundle.json (strict JSON): an agent that never traded has a NaN
+    # PSR, a candidate that never traded a Sharpe of -inf; both are recorded as null.
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
 def posterior(prior: Mapping[str, float], psr: Mapping[str, float]) -> dict[str, float]:
     """Prior x probabilistic Sharpe, normalised (module docstring).
 
@@ -202,7 +214,7 @@ def fit_ensemble(params: Params, data: TrainingData, tables: Sequence[FoldTables
             returns.append(np.concatenate([s.pnl for s in sims]))
     best_sharpe, best_name, best = max(scored, key=lambda s: s[0])
     rho = mean_correlation(returns)
-    record = {
+    record = _json_safe({
         "prior": {a: cfg.prior_weights[a] for a in voters}, "psr": {a: psr[a] for a in voters},
         "posterior": post, "chosen": best_name, "validation_sharpe": best_sharpe,
         "trials": len(scored), "trial_correlation": rho,
@@ -210,7 +222,7 @@ def fit_ensemble(params: Params, data: TrainingData, tables: Sequence[FoldTables
         "candidates": [{"name": n, "weights": e.weights, "lagrangian_scale": e.lagrangian_scale,
                         "quantile_confidence": e.quantile_confidence, "validation_sharpe": s}
                        for s, n, e in scored],
-    }
+    })
     return Ensemble(weights=best.weights, threshold=best.threshold,
                     lagrangian_scale=best.lagrangian_scale,
                     quantile_confidence=best.quantile_confidence, fit=record)

@@ -310,6 +310,8 @@ def run(cfg: Config, *, symbol: str | None = None) -> RegisterResult:
     else:
         version = done[1]
     moved = apply_gate(cfg, sym, version, verdict)
+    _dvc_outputs(cfg, sym, version, verdict,
+                 {**holdout, **{f"baseline {n}": m for n, m in baselines.items()}}, plot)
     return RegisterResult(symbol=sym, bundle=folder, version=version, passed=verdict.passed,
                           reasons=verdict.reasons, moved=moved.message, holdout=holdout,
                           report=report, plot=plot)
@@ -337,6 +339,22 @@ def _report(cfg: Config, symbol: str, folder: Path, runs: Mapping[str, Any],
                          out / "holdout.png")
     shutil.copyfile(plot, folder.parent / f"{folder.name}_holdout.png")
     return report, plot
+
+
+def _dvc_outputs(cfg: Config, symbol: str, version: str, verdict: Any,
+                 holdout: Mapping[str, Mapping[str, float]], plot: Path) -> None:
+    # `dvc metrics show` / `dvc plots show` read reports/register.json and reports/holdout/*.png
+    reports = cfg.endpoints.mia_home / "reports"
+    keep = ("sharpe", "max_drawdown", "total_return", "cvar_95", "n_trades")
+    table = {n: {k.split("/", 1)[1]: (float(v) if np.isfinite(v) else None)  # strict JSON
+                 for k, v in m.items() if k.split("/", 1)[1] in keep}
+             for n, m in holdout.items()}
+    path = reports / "register.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    doc[symbol] = {"version": version, "gate_passed": bool(verdict.passed), **table}
+    write_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    (reports / "holdout").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(plot, reports / "holdout" / f"{symbol}_holdout.png")
 
 
 def print_result(result: RegisterResult) -> None:

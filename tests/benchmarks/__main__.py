@@ -15,6 +15,7 @@ MODULES = (
     "tests.benchmarks.bench_bundle",
     "tests.benchmarks.bench_risk",
     "tests.benchmarks.bench_dags",
+    "tests.benchmarks.bench_executor",
 )
 
 

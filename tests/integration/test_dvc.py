@@ -77,15 +77,25 @@ def test_full_dvc_repro_runs_every_stage_then_is_up_to_date(tmp_path):
     first = run(["dvc", "repro"], cwd=work, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     for stage in ("validate_raw", "regimes", "features", "validate_features", "select", "drift",
-                  "train"):
+                  "train", "ensemble", "register"):
         assert f"Running stage '{stage}'" in first.stdout
     metrics = run(["dvc", "metrics", "show", "--json"], cwd=work)
     assert metrics.returncode == 0, metrics.stderr
     shown = json.loads(metrics.stdout)
     train = next(iter(shown.values()))["data"][".mia/reports/train.json"]["data"]["ES"]
     assert set(train) >= {"best_agent", "ppo", "sac", "buy_and_hold", "logistic_regression"}
+    register = next(iter(shown.values()))["data"][".mia/reports/register.json"]["data"]["ES"]
+    assert register["version"] == "1" and isinstance(register["gate_passed"], bool)
+    assert {"bundle", "solo ppo", "baseline buy_and_hold"} <= set(register), register
+    assert (work / ".mia" / "reports" / "holdout" / "ES_holdout.png").is_file()
     spec = json.loads((work / ".mia" / "models" / "selection" / "ES" / "spec.json").read_text())
     assert len(spec["features"]) == 20
     assert (work / ".mia" / "reports" / "drift" / "ES" / "drift.html").is_file()
     status = run(["dvc", "status"], cwd=work)
     assert "up to date" in status.stdout, status.stdout
+
+    # the same params and seed train the same agents: a forced rerun changes no metric
+    before = (work / ".mia" / "reports" / "train.json").read_text()
+    again = run(["dvc", "repro", "--force", "--single-item", "train"], cwd=work, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert (work / ".mia" / "reports" / "train.json").read_text() == before

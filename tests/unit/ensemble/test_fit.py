@@ -83,3 +83,15 @@ def test_effective_trials_fall_with_correlation():
     independent = [rng.normal(size=2000) for _ in range(10)]
     assert effective_trials(10, mean_correlation(independent)) > 9.5
     assert mean_correlation([np.zeros(5), base[:5]]) == 0.0  # a flat trial has no correlation
+
+
+def test_the_fit_record_is_strict_json_when_an_agent_never_traded():
+    # an agent with a flat validation record has a NaN PSR: the record goes into bundle.json
+    import json
+
+    params = load_config(None).params
+    data, nxt = _market()
+    tables = [_tables(data, nxt, slice(0, 1500)), _tables(data, nxt, slice(1500, 2999))]
+    ens = fit_ensemble(params, data, tables, {"sac": 0.9, "ppo": float("nan"), "ddpg": 0.1})
+    text = json.dumps(ens.to_dict(), allow_nan=False)
+    assert json.loads(text)["fit"]["psr"]["ppo"] is None
