@@ -36,6 +36,7 @@ from mia.config.agents import (
 from mia.config.loader import load_params, parse_params, resolve_params_path
 from mia.config.sections import (
     BackupConfig,
+    CanaryReviewConfig,
     DataConfig,
     DriftConfig,
     EnsembleConfig,
@@ -173,6 +174,7 @@ __all__ = [
     "RiskConfig",
     "ExecutorConfig",
     "BackupConfig",
+    "CanaryReviewConfig",
     "Params",
     "Config",
     "Endpoints",

@@ -261,6 +261,39 @@ class BackupConfig(_Checked):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class CanaryReviewConfig(_Checked):
+    """The daily canary review (``mia.pipelines.canary_review``): when the canary's share steps
+    up (``executor.canary_steps``), when it is promoted, and what rolls it back.
+
+    Days are CME trade dates the executor traded at the current share; trades are the canary
+    book's round trips in that time (reference.md "Deployment, canary, rollback").
+    """
+
+    # risk holds the canary book can engage (mia.risk): limits, breakers, the kill switch
+    CAUSES: ClassVar[tuple[str, ...]] = (
+        "limit.daily_loss", "limit.max_drawdown", "kill_switch",
+        *(f"breaker.{b}" for b in RiskConfig.BREAKERS),
+    )
+
+    journal: str
+    step_days: int = field(metadata=POSITIVE)
+    promote_days: int = field(metadata=POSITIVE)
+    min_trades: int = field(metadata=NON_NEGATIVE)
+    max_drawdown: float = field(metadata=UNIT)
+    underperformance: float = field(metadata=NON_NEGATIVE)
+    max_error_rate: float = field(metadata=PROBABILITY)
+    min_bars: int = field(metadata=POSITIVE)
+    rollback_causes: tuple[str, ...]
+
+    def _cross_checks(self) -> list[str]:
+        out = [] if self.journal.strip() else ["journal: must name the executor's journal file"]
+        unknown = [c for c in self.rollback_causes if c not in self.CAUSES]
+        if unknown:
+            out.append(f"rollback_causes: {unknown} unknown; use some of {', '.join(self.CAUSES)}")
+        return out
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Params(_Checked):
     """Everything in ``params.yaml``, one field per top-level section."""
 
@@ -276,6 +309,7 @@ class Params(_Checked):
     risk: RiskConfig
     executor: ExecutorConfig
     backup: BackupConfig
+    canary_review: CanaryReviewConfig
 
     def _cross_checks(self) -> list[str]:
         out: list[str] = []

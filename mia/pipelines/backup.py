@@ -7,8 +7,11 @@ Content-addressed, so a daily backup uploads only what changed and a rerun uploa
 
 A backup copies each file to a scratch folder first (the executor may rotate a snapshot while it
 is read), hashes the copy, uploads it unless its object exists, and writes its manifest last: a
-manifest only names objects already stored, so a backup is either complete or invisible.
-Components, each relative to its root:
+manifest only names objects already stored, so a backup is either complete or invisible. An
+SQLite file (the executor's journal and paper broker, in WAL mode while the executor writes) is
+copied with SQLite's online backup, which includes what its ``-wal`` holds; the ``-wal`` /
+``-shm`` / ``-journal`` files beside it are not copied (a file copy of a database and of its WAL
+taken at two moments can lose committed records). Components, each relative to its root:
 
 - ``mlflow_db``: a SQLite tracking store, copied with SQLite's online backup (a consistent copy
   while MLflow writes); a server store (Postgres, an http server) is skipped with the reason —
@@ -19,20 +22,16 @@ Components, each relative to its root:
 
 Retention (``backup.retention_days``) deletes manifests older than that before the newest
 backup's ``as_of`` (recorded times, never the clock), then every object no remaining manifest
-names. :func:`restore` brings a backup (default: the newest) back, verifying every hash, and
-never overwrites a differing file unless told to. One backup at a time per prefix (the DAG's
+names. :func:`restore` and :func:`plan_restore` (:mod:`mia.pipelines.backup_restore`) bring a
+backup back, verifying every hash. One backup at a time per prefix (the DAG's
 ``max_active_runs=1``): retention must not collect a concurrent backup's objects.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import sqlite3
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -40,11 +39,26 @@ from typing import Any, Protocol
 
 from mia.config import Config
 from mia.errors import OperationalError
-from mia.pipelines.backup_store import DirectoryStore, ObjectStore, S3Store
+from mia.pipelines.backup_layout import (
+    COMPONENTS,
+    FORMAT,
+    consistent_copy,
+    manifest_key,
+    manifests,
+    object_key,
+    prefix,
+    sha256,
+    sidecar,
+    sqlite_path,
+    state_files,
+    store_for,
+)
+from mia.pipelines.backup_restore import RestorePlan, RestoreResult, plan_restore, restore
+from mia.pipelines.backup_store import DirectoryStore, ObjectStore
 
-FORMAT = 1
-COMPONENTS = ("mlflow_db", "mlflow_artifacts", "executor", "data", "live")
-_CHUNK = 1 << 20
+__all__ = ["COMPONENTS", "FORMAT", "BackupResult", "FileEntry", "RestorePlan", "RestoreResult",
+           "RetentionResult", "apply_retention", "main", "plan_restore", "restore", "run",
+           "store_for"]
 
 
 class _Source(Protocol):
@@ -94,40 +108,9 @@ class RetentionResult:
     deleted_objects: int
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RestoreResult:
-    """What :func:`restore` wrote: files written, identical files left alone, skipped parts."""
-
-    key: str
-    written: tuple[Path, ...]
-    unchanged: int
-    skipped: dict[str, str]
-
-
-def store_for(cfg: Config) -> S3Store:
-    """:return: the S3 bucket ``backup.bucket`` at ``AWS_ENDPOINT_URL`` (AWS when unset)."""
-    return S3Store.from_config(cfg)
-
-
-def _prefix(cfg: Config) -> str:
-    return cfg.params.backup.prefix.strip("/")
-
-
-def _object_key(cfg: Config, sha: str) -> str:
-    return f"{_prefix(cfg)}/objects/{sha[:2]}/{sha}"
-
-
-def _manifest_key(cfg: Config, key: str) -> str:
-    return f"{_prefix(cfg)}/manifests/{key}.json"
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-
-
 def _mlflow_db(cfg: Config, scratch: Path) -> tuple[Path | None, str]:
     uri = cfg.endpoints.mlflow_tracking_uri
-    db = _sqlite_path(uri)
+    db = sqlite_path(uri)
     if db is None:
         server = uri.split("@")[-1] if "@" in uri else uri  # never write a password down
         return None, f"tracking store {server} is a server: back it up with its own tools"
@@ -135,9 +118,7 @@ def _mlflow_db(cfg: Config, scratch: Path) -> tuple[Path | None, str]:
         return None, f"no MLflow database at {db} yet"
     copy = scratch / "mlflow_db" / "mlflow.db"
     copy.parent.mkdir(parents=True)
-    # SQLite's online backup: a consistent copy even while MLflow writes to the database
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as src, sqlite3.connect(copy) as dst:
-        src.backup(dst)
+    consistent_copy(db, copy)  # SQLite's online backup, even while MLflow writes
     return copy.parent, ""
 
 
@@ -160,21 +141,6 @@ def _home(name: str) -> _Source:
 _SOURCES: dict[str, _Source] = {"mlflow_db": _mlflow_db, "mlflow_artifacts": _artifacts,
                                 "executor": _home("executor"), "data": _home("data"),
                                 "live": _home("live")}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _files(root: Path) -> Iterator[Path]:
-    # temporary files of atomic writes (".name.tmp-<pid>") are not state
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.name.startswith(".") and ".tmp" not in path.suffixes:
-            yield path
 
 
 def run(cfg: Config, *, key: str, as_of: datetime, store: ObjectStore | None = None,
@@ -205,14 +171,16 @@ def run(cfg: Config, *, key: str, as_of: datetime, store: ObjectStore | None = N
             if root is None:
                 skipped[name] = why
                 continue
-            for path in _files(root):
+            for path in state_files(root):
                 copy = scratch / "copy"
                 try:
-                    shutil.copyfile(path, copy)
+                    if sidecar(path):
+                        continue
+                    consistent_copy(path, copy)
                 except FileNotFoundError:  # rotated away while we read the folder
                     continue
-                sha, size = _sha256(copy), copy.stat().st_size
-                obj = _object_key(cfg, sha)
+                sha, size = sha256(copy), copy.stat().st_size
+                obj = object_key(cfg, sha)
                 if not target.exists(obj):
                     target.put_file(obj, copy)
                     uploaded, uploaded_bytes = uploaded + 1, uploaded_bytes + size
@@ -222,21 +190,10 @@ def run(cfg: Config, *, key: str, as_of: datetime, store: ObjectStore | None = N
                 "mia_home": str(cfg.endpoints.mia_home), "skipped": skipped,
                 "files": [{"component": e.component, "path": e.path, "sha256": e.sha256,
                            "size": e.size} for e in entries]}
-    mkey = _manifest_key(cfg, key)
+    mkey = manifest_key(cfg, key)
     target.put_bytes(mkey, (json.dumps(manifest, indent=1) + "\n").encode())
     return BackupResult(key=key, manifest=mkey, files=tuple(entries), uploaded=uploaded,
                         uploaded_bytes=uploaded_bytes, skipped=skipped)
-
-
-def _manifests(cfg: Config, store: ObjectStore) -> dict[str, dict[str, Any]]:
-    out = {}
-    for obj in store.list(f"{_prefix(cfg)}/manifests/"):
-        doc = json.loads(store.get_bytes(obj))
-        if doc.get("format") != FORMAT:
-            raise OperationalError(f"backup manifest {obj} has format {doc.get('format')!r}; "
-                                   f"this MIA reads format {FORMAT}")
-        out[obj] = doc
-    return out
 
 
 def apply_retention(cfg: Config, *, store: ObjectStore | None = None) -> RetentionResult:
@@ -246,7 +203,7 @@ def apply_retention(cfg: Config, *, store: ObjectStore | None = None) -> Retenti
     :param cfg: configuration. :param store: default :func:`store_for`.
     """
     target = store or store_for(cfg)
-    docs = _manifests(cfg, target)
+    docs = manifests(cfg, target)
     if not docs:
         return RetentionResult(kept=(), deleted=(), deleted_objects=0)
     newest = max(datetime.fromisoformat(d["as_of"]) for d in docs.values())
@@ -254,83 +211,12 @@ def apply_retention(cfg: Config, *, store: ObjectStore | None = None) -> Retenti
     old = sorted(k for k, d in docs.items() if datetime.fromisoformat(d["as_of"]) < cutoff)
     target.delete(old)
     kept = {k: d for k, d in docs.items() if k not in old}
-    named = {_object_key(cfg, f["sha256"]) for d in kept.values() for f in d["files"]}
-    orphans = [o for o in target.list(f"{_prefix(cfg)}/objects/") if o not in named]
+    named = {object_key(cfg, f["sha256"]) for d in kept.values() for f in d["files"]}
+    orphans = [o for o in target.list(f"{prefix(cfg)}/objects/") if o not in named]
     target.delete(orphans)
     return RetentionResult(kept=tuple(sorted(d["key"] for d in kept.values())),
                            deleted=tuple(docs[k]["key"] for k in old),
                            deleted_objects=len(orphans))
-
-
-def _target(cfg: Config, component: str) -> tuple[Path | None, str]:
-    if component == "mlflow_db":
-        db = _sqlite_path(cfg.endpoints.mlflow_tracking_uri)
-        return (None, "the tracking store is not SQLite") if db is None else (db.parent, "")
-    if component == "mlflow_artifacts":
-        root = cfg.endpoints.mlflow_artifact_root
-        if "://" in root and not root.startswith("file://"):
-            return None, f"artifact root {root} is remote"
-        return Path(root.removeprefix("file://")), ""
-    return cfg.endpoints.mia_home / component, ""
-
-
-def restore(cfg: Config, *, key: str | None = None, store: ObjectStore | None = None,
-            components: Sequence[str] = COMPONENTS, overwrite: bool = False) -> RestoreResult:
-    """Bring backup ``key`` (default: the newest) back to this configuration's paths.
-
-    The MLflow database keeps the artifact locations it was written with: restore onto the same
-    ``MIA_HOME`` / ``MIA_ARTIFACT_ROOT`` paths (a rebuilt machine), not a different folder.
-
-    :param cfg: configuration: where MIA_HOME, the SQLite store and the artifact root are.
-    :param key: the backup; ``None``: the one with the latest ``as_of``.
-    :param store: default :func:`store_for`.
-    :param components: which parts to restore.
-    :param overwrite: replace existing files whose content differs (default: refuse, before
-        writing anything).
-    :raises OperationalError: no such backup, a differing file without ``overwrite``, or an
-        object whose content does not match its hash.
-    """
-    target = store or store_for(cfg)
-    docs = _manifests(cfg, target)
-    if key is None:
-        if not docs:
-            raise OperationalError(f"no backup under {target.where}/{_prefix(cfg)}/manifests")
-        doc = max(docs.values(), key=lambda d: datetime.fromisoformat(d["as_of"]))
-    elif _manifest_key(cfg, key) in docs:
-        doc = docs[_manifest_key(cfg, key)]
-    else:
-        known = ", ".join(sorted(d["key"] for d in docs.values())[-5:]) or "none"
-        raise OperationalError(f"no backup {key!r} in {target.where}; latest: {known}")
-    skipped: dict[str, str] = {}
-    plan: list[tuple[Path, str]] = []
-    for entry in doc["files"]:
-        if entry["component"] not in components:
-            continue
-        root, why = _target(cfg, entry["component"])
-        if root is None:
-            skipped[entry["component"]] = why
-            continue
-        plan.append((root / entry["path"], entry["sha256"]))
-    clash = [p for p, sha in plan if p.is_file() and _sha256(p) != sha]
-    if clash and not overwrite:
-        raise OperationalError(f"restore {doc['key']}: {len(clash)} existing files differ from "
-                               f"the backup (e.g. {clash[0]}); restore into a fresh MIA_HOME or "
-                               "pass overwrite=True (--overwrite)")
-    written: list[Path] = []
-    for path, sha in plan:
-        if path.is_file() and path not in clash:
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(f".{path.name}.restore-{os.getpid()}")
-        target.get_file(_object_key(cfg, sha), part)
-        if _sha256(part) != sha:
-            part.unlink()
-            raise OperationalError(f"backup object {sha} does not match its hash; the backup "
-                                   f"{doc['key']} is damaged at {path.name}")
-        os.replace(part, path)
-        written.append(path)
-    return RestoreResult(key=str(doc["key"]), written=tuple(written),
-                         unchanged=len(plan) - len(written), skipped=skipped)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

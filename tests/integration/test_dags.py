@@ -16,8 +16,8 @@ from tests.integration.conftest import REPO
 
 pytestmark = pytest.mark.integration
 
-DAG_FILES = ("mia_retrain.py", "mia_drift_watch.py", "mia_backup.py")
-OURS = ("mia_retrain", "mia_drift_watch", "mia_backup")
+DAG_FILES = ("mia_retrain.py", "mia_drift_watch.py", "mia_backup.py", "mia_canary_review.py")
+OURS = ("mia_retrain", "mia_drift_watch", "mia_backup", "mia_canary_review")
 # a DAG file's parse must not pull these in: imports are top-level code (Airflow best practices)
 HEAVY = ("mia.pipelines", "torch", "mlflow", "pandas", "stable_baselines3", "evidently",
          "great_expectations", "shap", "boto3", "mia.data")
@@ -156,6 +156,18 @@ def test_drift_watch_is_hourly_and_backup_daily(probe):
     assert "30 0 * * *" in backup["summary"]
     assert list(watch["tasks"]["signal_drift"]["upstream"]) == ["check_drift", "drifted"]
     assert backup["tasks"]["apply_retention"]["upstream"] == ["upload"]
+
+
+def test_canary_review_runs_after_each_cme_close_with_one_mapped_review_per_symbol(probe):
+    d = probe["dags"]["mia_canary_review"]
+    assert d["timetable"] == "CMECloseTimetable"
+    assert d["summary"] == "CME close +30m"
+    assert d["max_active_runs"] == 1  # two reviews at once could both step a share
+    tasks = d["tasks"]
+    assert set(tasks) == {"symbols", "review", "alert_rollbacks"}
+    assert tasks["review"]["mapped"]
+    assert tasks["review"]["upstream"] == ["symbols"]
+    assert tasks["alert_rollbacks"]["upstream"] == ["review"]
 
 
 def test_every_dag_and_task_has_docs_tags_no_catchup_and_retries_only_transient_errors(probe):

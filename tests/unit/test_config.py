@@ -88,7 +88,7 @@ def test_repo_params_yaml_loads_with_reference_values() -> None:
 def test_repo_params_yaml_has_exactly_the_documented_sections(raw: dict[str, Any]) -> None:
     assert list(raw) == [
         "data", "features", "selection", "drift", "env", "agents", "walk_forward",
-        "ensemble", "gate", "risk", "executor", "backup",
+        "ensemble", "gate", "risk", "executor", "backup", "canary_review",
     ]
 
 
