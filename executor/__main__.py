@@ -124,7 +124,10 @@ def _live(args: argparse.Namespace) -> int:
 def _feed(settings: Any, cfg: Any, ex: Any) -> Any:
     f = settings.feed
     symbols = [settings.symbol] + ([settings.cross_symbol] if settings.cross_symbol else [])
-    after = {s: ts for s, ts in ex.state.last_bar_ns.items() if s in symbols}
+    # resume after the newest journaled bar, the cross symbol's too: its bars up to that one
+    # completed bars already traded (the journal records the traded symbol's bars only)
+    last = ex.state.last_bar_ns.get(settings.symbol)
+    after = {} if last is None else dict.fromkeys(symbols, last)
     if f.kind == "replay":
         from executor.feeds.replay import ReplayFeed
 

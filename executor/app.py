@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from executor.broker.paper import PaperBroker
+from executor.calendar import trade_date
+from executor.feeds.base import FeedEvent, FeedItem
 from executor.journal import Journal, private_dir
 from executor.loop import Executor, Services, TickStats
 from executor.recovery import recover
@@ -25,7 +28,9 @@ from executor.settings import ExecutorSettings, RollbackSettings
 from executor.slot import ModelSlot
 from executor.snapshots import SnapshotStore
 from mia.envs.costs import CostModel
-from mia.errors import OperationalError
+from mia.errors import OperationalError, StoreError
+
+SESSION_BARS: Final[int] = 1380  # one-minute bars in a CME Globex session (23 h)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,8 +73,8 @@ def warm_dates(store_root: Path, symbol: str, start: date, warmup: int,
     days = [d for d in BarStore(store_root).dates(symbol) if d < start]
     if warm_start is not None:
         days = [d for d in days if d >= warm_start]
-    else:  # ~1380 bars a CME session; one spare session for short days
-        days = days[-(math.ceil((warmup + 1) / 1380) + 1):]
+    else:  # one spare session for short days
+        days = days[-(math.ceil((warmup + 1) / SESSION_BARS) + 1):]
     return (days[0], days[-1]) if days else None
 
 
@@ -142,13 +147,18 @@ def live(settings: ExecutorSettings, cfg: Any) -> Executor:
     if settings.models.source == "mlflow":
         watcher = _first_models(cfg, settings, slots)
         share = watcher.share
+    # a replay feed's bars are history: judged by their own ts, not the wall clock
     ex = Executor(symbol=settings.symbol, cross_symbol=settings.cross_symbol, params=p,
                   state=opened.recovered.state, slots=slots, services=services,
                   routing=Routing(mode=settings.routing, share=share,
                                   overlap_days=settings.overlap_days),
                   rollback=settings.rollback, capital=p.env.initial_equity,
                   kill_file=Path(settings.kill_file) if settings.kill_file else None,
+                  replay=settings.feed.kind == "replay",
+                  flatten_on_stop=settings.flatten_on_stop,
+                  history_bars=settings.warmup_days * SESSION_BARS,
                   snapshot_ns=int(p.executor.snapshot_seconds * 1e9))
+    warm_live(ex, settings, cfg.endpoints.mia_home / "data" / "raw", now_ns=time.time_ns())
     if watcher is not None:
         from executor.alerts import Alert
 
@@ -168,6 +178,68 @@ def live(settings: ExecutorSettings, cfg: Any) -> Executor:
     start_admin(settings, lambda: executor_status(ex), alerter=alerter)  # off without its token
     ProcessSampler(metrics).start()
     return ex
+
+
+def warm_live(ex: Executor, settings: ExecutorSettings, store_root: Path, *,
+              now_ns: int) -> int:
+    """Warm a live executor's features on the data store before its first bar.
+
+    The last ``warmup_days`` stored trade dates up to where the feed takes over: after a
+    restart, every bar up to the newest one journaled (the feed resumes after it); on a fresh
+    start, the days before ``feed.start`` (replay) or every stored bar up to now (a live feed).
+    The rows also fill :meth:`Executor.history`, on which a model swap warms its new slot. Too
+    little history is a warning, not a stop: the features then warm on the feed's bars and the
+    slots decide once ready.
+
+    :param ex: the executor (not yet running). :param settings: its ``executor.yaml``.
+    :param store_root: the raw store (``$MIA_HOME/data/raw``). :param now_ns: the wall clock.
+    :return: the bars the features advanced over.
+    """
+    from mia.data.store import BarStore
+
+    symbols = [settings.symbol] + ([settings.cross_symbol] if settings.cross_symbol else [])
+    last = ex.state.last_bar_ns.get(settings.symbol)
+    f = settings.feed
+    start = date.fromisoformat(f.start) if f.kind == "replay" and f.start else None
+    bound: int | None
+    end: date | None
+    if last is not None and (start is None or trade_date(last) >= start):
+        bound, end = last, trade_date(last)  # a restart: up to the journal's newest bar
+    elif f.kind == "replay":
+        bound, end = None, yesterday(start) if start is not None else None
+    else:
+        bound, end = now_ns, trade_date(now_ns)
+    days = [] if end is None else BarStore(store_root).dates(settings.symbol, end=end)
+    days = days[-settings.warmup_days:]
+    n = 0
+    if days:
+        try:
+            bars: Iterable[FeedEvent] = _until(_replay_feed(store_root, symbols, days), bound)
+            n = ex.warm(bars)
+        except StoreError as exc:
+            ex.alert("warning", "warmup_short", f"warm-up from {store_root}: {exc}")
+    slots = [s for s in ex.slots.values() if s is not None]
+    if not all(s.ready for s in slots):
+        need = max(s.warmup for s in slots) + 1
+        ex.alert("warning", "warmup_short", f"{n} bars of history in {store_root} up to "
+                 f"{end or 'the first bar'} (warmup_days {settings.warmup_days}); the features "
+                 f"need {need}: the executor decides once the feed's bars have warmed them; "
+                 "fill the data store or raise warmup_days to start warm")
+    return n
+
+
+def _replay_feed(store_root: Path, symbols: Sequence[str], days: Sequence[date]) -> Any:
+    from executor.feeds.replay import ReplayFeed
+
+    return ReplayFeed(store_root, symbols, days[0], days[-1])
+
+
+def _until(events: Iterable[FeedEvent], bound: int | None) -> Iterator[FeedEvent]:
+    # the events in ts order up to ``bound`` (inclusive; None: all)
+    for event in events:
+        if bound is not None and isinstance(event, FeedItem) and event.ts_ns > bound:
+            return
+        yield event
 
 
 def _first_models(cfg: Any, settings: ExecutorSettings,

@@ -13,11 +13,15 @@ follows (mia.backtest.bundle_eval), so a replay decides what the backtest decide
 3. equity is marked at the close (limits, breakers);
 4. production and canary decide, the router maps decisions to books, each book's risk engine
    turns its target into an order: journaled, then sent;
-5. the bar is journaled, then acknowledged to the feed.
+5. the bar is journaled, then acknowledged to the feed, and with it the cross symbol's bar that
+   completed it (acked earlier, a crash would lose that close).
 
-Between bars: model swaps prepared by the watcher, the kill file, the canary rollback rules,
-snapshots and systemd's watchdog. Bad bars never reach the features: the inline validator
-rejects them and the risk engines count the fault (data-quality breaker).
+Between bars (after every bar, accepted, rejected or redelivered, and on every idle tick):
+model swaps prepared by the watcher, the kill file, the trading state, snapshots, and the
+canary book closed when no canary trades it; the canary rollback rules after accepted bars.
+Bad bars never reach the features: the inline validator rejects them (a bar older than the
+newest one journaled included: only the same message again is a redelivery) and the risk
+engines count the fault (data-quality breaker).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import gc
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Event, Lock
@@ -103,15 +107,18 @@ class Executor:
     :param routing: book routing. :param rollback: automatic canary rollback rules.
     :param capital: the account's capital, USD. :param kill_file: its existence kills.
     :param record: keep every decision in :attr:`stats` (replay).
-    :param replay: history replayed as fast as possible: a bar's own ``ts`` is "now" (the
-        staleness check and the risk clock), so a replay decides as the backtest does.
+    :param replay: stored bars (a replay, or ``feed.kind: replay``): a bar's own ``ts`` is "now"
+        (the staleness check and the risk clock), so a replay decides as the backtest does.
+    :param flatten_on_stop: :meth:`run` closes every book's position when it stops.
+    :param history_bars: input rows kept for warming a new model (:meth:`history`); at least
+        twice the slots' warm-up.
     """
 
     def __init__(self, *, symbol: str, cross_symbol: str | None, params: Any, state: LiveState,
                  slots: dict[str, ModelSlot | None], services: Services, routing: Routing,
                  rollback: RollbackSettings, capital: float, kill_file: Path | None = None,
-                 record: bool = False, replay: bool = False,
-                 snapshot_ns: int = 60_000_000_000) -> None:
+                 record: bool = False, replay: bool = False, flatten_on_stop: bool = False,
+                 history_bars: int = 0, snapshot_ns: int = 60_000_000_000) -> None:
         if slots.get("production") is None:
             raise OperationalError("executor: no production model; set the production alias "
                                    "or pass a local bundle")
@@ -130,20 +137,26 @@ class Executor:
         r = params.risk
         self.validator = InlineValidator(max_staleness_s=r.stale_feed_seconds,
                                          max_jump_atr=2.0 * r.volatility_breaker_atr)
-        self.replay = replay
+        # after a restart a bar older than the journal's newest is late, not new: the validator
+        # judges it against that bar (its close is unknown: no jump check until the next one)
+        self.validator.reset(state.last_bar_ns.get(symbol))
+        self.replay, self.flatten_on_stop = replay, flatten_on_stop
         self.canary_watch = CanaryWatch(rules=rollback)
         self.stats = TickStats()
         self.phase = "STARTING"
         self.stop_event = Event()
         self._cross_close: dict[int, float] = {}
+        self._cross_acks: list[tuple[int, Callable[[], None]]] = []  # (ts, ack), ts order
         self._pending: FeedItem | None = None
-        self._ring: deque[tuple[int, np.ndarray]] = deque(maxlen=self._ring_size())
+        self._ring: deque[tuple[int, np.ndarray]] = deque(
+            maxlen=max(self._ring_size(), history_bars))
         self._ring_lock = Lock()
         self._seq = 0
         self._trades: dict[str, int] = {}
         self._canary_ms = 0.0
         self._snapshot_every, self._last_snapshot = snapshot_ns, 0
-        self._bar_ns = 0  # the last accepted bar's ts
+        self._bar_ns = state.last_bar_ns.get(symbol, 0)  # the last accepted bar's ts
+        self._orphans = True  # check for a canary book nothing trades (a restart may leave one)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -161,7 +174,8 @@ class Executor:
         return n
 
     def run(self, feed: Iterable[Any]) -> TickStats:
-        """Trade until the feed ends or :meth:`request_stop`; then stop gracefully."""
+        """Trade until the feed ends or :meth:`request_stop`; then stop gracefully
+        (:meth:`shutdown`, flattening with ``flatten_on_stop``)."""
         # bundles, feature states and sessions live as long as the process: moved out of the
         # collector's generations, a collection no longer walks them inside a tick (p99)
         gc.collect()
@@ -173,7 +187,7 @@ class Executor:
             self.handle(event)
         for item, row in self._flush():
             self._tick(item, row)
-        self.shutdown()
+        self.shutdown(flatten=self.flatten_on_stop)
         return self.stats
 
     def request_stop(self) -> None:
@@ -181,23 +195,21 @@ class Executor:
         self.stop_event.set()
 
     def shutdown(self, flatten: bool = False) -> None:
-        """Cancel working orders, optionally flatten, take a final snapshot."""
+        """Cancel working orders, optionally flatten (through the broker, journaled), take a
+        final snapshot.
+
+        :param flatten: send the order that closes each book's position.
+        """
         self._set_phase("STOPPING", "stop requested")
-        j = self.svc.journal
-        for cid, open_ in list(self.state.open_orders.items()):
-            if open_.order.book == "shadow":
-                continue
-            if self.state.commit(j, order_entry(open_.order, "cancel", "executor stopping")):
-                try:
-                    self.svc.broker.cancel(cid)
-                except OrderRejected as exc:  # filled meanwhile: the fill arrives on restart
-                    self._alert("warning", "cancel_rejected", str(exc))
+        for book in ("production", "canary"):
+            self._cancel_working(book, "executor stopping")  # a fill meanwhile: on restart
         if flatten:
             for book in ("production", "canary"):
                 q = self.state.position(book, self.symbol)
                 if q:
-                    self._send(Order(client_id(self.symbol, self._now_ns(), book, 9), self.symbol,
-                                     -q, book, "flatten on stop", self._now_ns()))
+                    ts = self._now_ns()
+                    self._send(Order(self._order_id(ts, book, 9), self.symbol, -q, book,
+                                     "flatten on stop", ts))
         self._snapshot(force=True)
 
     # --- events ----------------------------------------------------------------------------
@@ -214,6 +226,7 @@ class Executor:
             self.stats.faults += 1
             if self.svc.metrics is not None:
                 self.svc.metrics.data_fault(event.code)
+            self._between_bars(None)  # a storm of bad entries still sees the kill file
             return
         for item, row in self._join(event):
             self._tick(item, row)
@@ -225,8 +238,8 @@ class Executor:
         ready: list[tuple[FeedItem, np.ndarray]] = []
         if item.bar.symbol == self.cross:
             self._cross_close[item.ts_ns] = item.bar.close
-            if item.ack is not None:
-                item.ack()
+            if item.ack is not None:  # acked with the traded bar it completes (_ack_cross)
+                self._cross_acks.append((item.ts_ns, item.ack))
             if self._pending is not None and self._pending.ts_ns <= item.ts_ns:
                 ready.append((self._pending, self._row_of(self._pending)))
                 self._pending = None
@@ -264,9 +277,9 @@ class Executor:
 
     def history(self) -> tuple[int, np.ndarray]:
         """:return: (last row seq, a copy of the recent input rows) for warming a new slot."""
-        with self._ring_lock:
-            rows = np.array([r for _, r in self._ring]) if self._ring else np.empty((0, 23))
-            return self._seq, rows
+        with self._ring_lock:  # the loop waits for this copy of references only
+            seq, rows = self._seq, [r for _, r in self._ring]
+        return seq, np.array(rows) if rows else np.empty((0, 23))
 
     def _ring_size(self) -> int:
         warm = max((s.warmup for s in self.slots.values() if s is not None), default=0)
@@ -278,22 +291,16 @@ class Executor:
         t0 = time.perf_counter_ns()
         bar, ts = item.bar, item.ts_ns
         st, j, sym = self.state, self.svc.journal, self.symbol
-        if st.seen(sym, ts):  # redelivered after a crash: processed already
-            if item.ack is not None:
-                item.ack()
+        if st.seen(sym, ts) and st.redelivered(j, sym, ts, item.source_id):
+            self._acked(item, ts)  # redelivered after a crash: processed already
+            self._between_bars(ts)
             return
         atr = self._atr()
         now = ts if self.replay else self._now_ns()
         fault = self.validator.check(ts, bar.open, bar.high, bar.low, bar.close, bar.volume,
                                      now_ns=now, atr=atr)
         if fault is not None:
-            self.stats.faults += 1
-            for book, engine in self.engines.items():
-                self._journal_events(book, engine.on_fault(now_ns=ts, code=fault.code))
-            st.commit(j, alert_entry("warning", f"data_{fault.code}", fault.message))
-            st.commit(j, bar_entry(sym, ts, item.source_id))
-            if item.ack is not None:
-                item.ack()
+            self._reject(item, fault.code, fault.message)
             return
         self._bar_ns = ts
         self._advance(row)
@@ -338,12 +345,44 @@ class Executor:
                 self._send(Order(client_id(sym, ts, book, n), sym, int(d.order), book,
                                  d.action, ts))
         st.commit(j, bar_entry(sym, ts, item.source_id))
-        if item.ack is not None:
-            item.ack()
+        self._acked(item, ts)
         self.stats.bars += 1
         elapsed = time.perf_counter_ns() - t0
         self.stats.latency_ns.append(elapsed)
         self._after_bar(ts, bar.close, elapsed)
+
+    def _reject(self, item: FeedItem, code: str, message: str) -> None:
+        # a rejected bar reaches no feature, broker or decision; its fault counts, it is
+        # journaled (never judged again) and acked, and the between-bars work runs as after any
+        # bar: in a storm of bad bars the trading state, the kill file and snapshots go on
+        ts = item.ts_ns
+        self.stats.faults += 1
+        for book, engine in self.engines.items():
+            self._journal_events(book, engine.on_fault(now_ns=ts, code=code))
+        self.state.commit(self.svc.journal, alert_entry("warning", f"data_{code}", message))
+        if self.svc.metrics is not None:
+            self.svc.metrics.data_fault(code)
+        if self.svc.alerter is not None:  # rate-limited per code by the alerter
+            from executor.alerts import Alert
+
+            self.svc.alerter.send(Alert(level="warning", code="data_fault",
+                                        message=f"{code}: {message}", ts_ns=self._now_ns()))
+        self.state.commit(self.svc.journal, bar_entry(self.symbol, ts, item.source_id))
+        self._acked(item, ts)
+        self._between_bars(ts)
+
+    def _acked(self, item: FeedItem, ts: int) -> None:
+        # the traded bar is journaled: ack it, then the cross bars up to it (the close it used,
+        # or ones whose traded bar never came)
+        if item.ack is not None:
+            item.ack()
+        acks = self._cross_acks
+        if acks:
+            n = 0
+            while n < len(acks) and acks[n][0] <= ts:
+                acks[n][1]()
+                n += 1
+            del acks[:n]
 
     def _books(self) -> list[tuple[str, str]]:
         # (book, the slot whose features and decision it trades)
@@ -374,7 +413,7 @@ class Executor:
         try:
             d = slot.decide(self.state.position(book, self.symbol))
         except MiaError as exc:
-            self._alert("warning", f"{slot_name}_decision_failed", str(exc))
+            self.alert("warning", f"{slot_name}_decision_failed", str(exc))
             if slot_name == "canary":
                 self.canary_watch.errors += 1
             return None
@@ -416,7 +455,7 @@ class Executor:
                 self.svc.broker.submit(order)
         except OrderRejected as exc:
             st.commit(j, order_entry(order, "reject", str(exc)))
-            self._alert("critical", "order_rejected", str(exc))
+            self.alert("critical", "order_rejected", str(exc))
             return
         self.stats.orders += 1
         if self.svc.metrics is not None:
@@ -434,6 +473,8 @@ class Executor:
             self.stats.fills += 1
             book = next((b for b, q in before.items()
                          if self.state.position(b, f.symbol) != q), "production")
+            if book == "canary" and not self._canary_trades():
+                self._orphans = True  # a late fill after a rollback: closed between bars
             engine = self.engines.get(f"{book}/{f.symbol}")
             if engine is not None:
                 engine.on_fill(f.quantity, ref_price, now_ns=ts)
@@ -466,6 +507,8 @@ class Executor:
 
     def _between_bars(self, ts: int | None) -> None:
         self._apply_swaps()
+        if self._orphans:
+            self._close_orphans()
         if self.kill_file is not None and self.kill_file.exists():
             for book, engine in self.engines.items():
                 event = engine.kill(by="kill_file", why=f"{self.kill_file} exists",
@@ -489,20 +532,65 @@ class Executor:
             self.rollback(why)
 
     def rollback(self, why: str) -> None:
-        """Stop the canary at once: share 0, its position closed, the alias cleared upstream."""
+        """Stop the canary at once: share 0, its working orders cancelled, its position closed
+        (a fill that still arrives is closed too), the alias cleared upstream.
+
+        :param why: the reason (journaled, alerted, written to the registry).
+        """
         st, j = self.state, self.svc.journal
+        self._cancel_working("canary", "canary rollback")
         q = st.position("canary", self.symbol)
         if q:
             ts = self._now_ns()
-            self._send(Order(client_id(self.symbol, ts, "canary", 8), self.symbol, -q, "canary",
+            self._send(Order(self._order_id(ts, "canary", 8), self.symbol, -q, "canary",
                              "canary rollback", ts))
         self.routing = Routing(mode=self.routing.mode, share=0.0,
                                overlap_days=self.routing.overlap_days)
         st.commit(j, alias_entry("canary", None, 0.0, why))
-        self._alert("critical", "canary_rollback", why)
+        self.alert("critical", "canary_rollback", why)
         if self.svc.watcher is not None:
             self.svc.watcher.clear_canary(why)
         self.slots["canary"] = None
+        self._orphans = True
+
+    def _canary_trades(self) -> bool:
+        # the canary book has a slot and a share to trade it (split routing): _books()
+        return (self.slots.get("canary") is not None and self.routing.share > 0
+                and self.routing.mode == "split")
+
+    def _close_orphans(self) -> None:
+        # A canary book that no canary trades (rolled back, swapped out, not loaded after a
+        # restart) has no stops and no decisions: close what it holds or will hold.
+        self._orphans = False
+        if self._canary_trades():
+            return
+        st = self.state
+        q = st.position("canary", self.symbol) + st.pending("canary", self.symbol)
+        if q:
+            ts = self._now_ns()
+            self._send(Order(self._order_id(ts, "canary", 7), self.symbol, -q, "canary",
+                             "flatten: no canary trades this book", ts))
+
+    def _cancel_working(self, book: str, why: str) -> None:
+        # journal the cancel, then send it; a rejected cancel (filled meanwhile) is alerted,
+        # and the fill is booked when it arrives
+        st, j = self.state, self.svc.journal
+        for cid, open_ in list(st.open_orders.items()):
+            if open_.order.book != book:
+                continue
+            if st.commit(j, order_entry(open_.order, "cancel", why)):
+                try:
+                    self.svc.broker.cancel(cid)
+                except OrderRejected as exc:
+                    self.alert("warning", "cancel_rejected", str(exc))
+
+    def _order_id(self, ts: int, book: str, seq: int) -> str:
+        # orders sent between bars: an id no order used yet (a replay's clock can stand still)
+        cid = client_id(self.symbol, ts, book, seq)
+        while self.svc.journal.get("order", cid) is not None:
+            seq += 10
+            cid = client_id(self.symbol, ts, book, seq)
+        return cid
 
     def _apply_swaps(self) -> None:
         w = self.svc.watcher
@@ -516,6 +604,7 @@ class Executor:
                 for row in missed:  # the bars that arrived while it warmed
                     slot.update(row)
             self.slots[swap.slot_name] = slot
+            self._orphans = True
             self.state.commit(self.svc.journal, model_entry(swap.slot_name,
                                                             "none" if slot is None else
                                                             slot.version))
@@ -564,7 +653,12 @@ class Executor:
         if self.svc.metrics is not None:
             self.svc.metrics.set_trading_state(phase)
 
-    def _alert(self, level: str, code: str, message: str) -> None:
+    def alert(self, level: str, code: str, message: str) -> None:
+        """Log, journal and send (webhook, rate-limited) an alert; the loop thread only.
+
+        :param level: info, warning, critical or emergency. :param code: the alert's code.
+        :param message: what happened and what to do.
+        """
         log.log(logging.CRITICAL if level in ("critical", "emergency") else logging.WARNING,
                 "%s %s: %s", level, code, message)
         self.state.commit(self.svc.journal, alert_entry(level, code, message))

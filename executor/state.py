@@ -186,6 +186,21 @@ class LiveState:
         """:return: whether a bar of ``symbol`` at or after ``ts_ns`` was processed already."""
         return ts_ns <= self.last_bar_ns.get(symbol, -1)
 
+    def redelivered(self, journal: Journal, symbol: str, ts_ns: int, source_id: str) -> bool:
+        """Whether this very bar (symbol, ts and the feed's id) was journaled already: a feed
+        delivering it again after a crash. Ask only when :meth:`seen` (one read of the journal).
+
+        A bar at or before the newest one that is *not* journaled under its id (a late bar, or
+        another message for a minute already processed) is no redelivery: it goes to the inline
+        validator, which rejects it loudly (``non_monotonic``) instead of it vanishing here.
+
+        :param journal: the journal holding the ``bar`` records.
+        :param symbol: contract. :param ts_ns: the bar's ts. :param source_id: the feed's id.
+        :return: ``True`` for a redelivery (skip it, ack it), ``False`` for a new message.
+        """
+        record = journal.get("bar", f"{symbol}:{ts_ns}")
+        return record is not None and record.payload.get("source_id") == source_id
+
     # --- the one place the state changes --------------------------------------------------
 
     def commit(self, journal: Journal, entry: Entry) -> bool:

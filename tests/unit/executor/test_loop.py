@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from executor.broker.base import OrderRejected
 from executor.feeds.base import BadMessage, FeedItem
 from executor.journal import Journal
 from executor.recovery import recover
@@ -125,13 +126,49 @@ def out_of_order(events: Iterable[Any], *, at: int, back: int) -> Iterator[Any]:
             seen.append(old)
 
 
-@pytest.mark.xfail(strict=True, reason="a bar older than the last journaled one is taken for a "
-                   "redelivery (LiveState.seen) and dropped silently: the validator's "
-                   "non_monotonic check never runs, no fault is counted, no alert")
 def test_an_out_of_order_bar_counts_a_fault(world, make_executor, tmp_path):
     ex, st = make_executor()
     stats = ex.run(out_of_order(es_bars(400, world.replay()), at=300, back=5))
     assert stats.faults == 1
+    assert [r.payload["code"] for r in st.journal.read("alert")] == ["data_non_monotonic"]
+
+
+def test_a_bar_delivered_again_is_acked_and_skipped_silently(world, make_executor):
+    ex, st = make_executor()
+    events = list(es_bars(300, world.replay()))
+    for ev in events:
+        ex.handle(ev)
+    before = (ex.stats.bars, ex.stats.faults, ex.stats.orders, st.journal.last_seq)
+    acked: list[tuple[str, int]] = []
+    # the last three minutes again (journaled, their acks lost in a crash): older than the
+    # newest bar, but the same messages
+    for ev in events[-6:]:
+        ex.handle(ev._replace(ack=lambda ev=ev: acked.append((ev.bar.symbol, ev.ts_ns))))
+    assert acked == [(ev.bar.symbol, ev.ts_ns) for ev in events[-6:]]
+    assert (ex.stats.bars, ex.stats.faults, ex.stats.orders, st.journal.last_seq) == before
+
+
+def test_after_a_restart_a_bar_older_than_the_journaled_ones_counts_a_fault(world, make_executor,
+                                                                           tmp_path):
+    k = 290
+    ex, st = make_executor(state_dir=tmp_path / "s")
+    dropped: list[FeedItem] = []
+
+    def drop(item: FeedItem) -> None:
+        dropped.append(item)
+
+    events = list(es_bars(300, world.replay()))
+    for ev in replace_es_bar(events, k, drop):
+        ex.handle(ev)
+    st.journal.close()
+    st.broker.close()
+    again, st = make_executor(state_dir=tmp_path / "s")
+    late = dropped[0]  # never journaled, ten bars older than the newest: it arrives now
+    partner = next(ev for ev in events if ev.bar.symbol == "MNQ" and ev.ts_ns == late.ts_ns)
+    again.handle(late)
+    again.handle(partner)
+    assert again.stats.faults == 1
+    assert again.stats.bars == 0
     assert [r.payload["code"] for r in st.journal.read("alert")] == ["data_non_monotonic"]
 
 
@@ -180,9 +217,6 @@ def test_three_bad_bars_in_a_row_trip_the_data_quality_breaker_and_flatten(world
     assert st.broker.positions() == {}
 
 
-@pytest.mark.xfail(strict=True, reason="a rejected bar returns before _between_bars: the trading "
-                   "state (journal, mia_trading_state), the kill file, model swaps and snapshots "
-                   "wait for the next good bar, which a bad-data storm never sends")
 def test_the_trading_state_reads_halted_as_soon_as_the_data_quality_breaker_trips(
         world, make_executor, tmp_path):
     events = list(es_bars(600, world.replay()))
@@ -283,9 +317,6 @@ def test_a_bar_is_acked_once_and_only_after_it_and_its_orders_are_journaled(worl
     assert stats.orders > 10
 
 
-@pytest.mark.xfail(strict=True, reason="the cross symbol's bar is acked on arrival, before the "
-                   "bar it completes is journaled: a crash in between loses the MNQ close and "
-                   "the redelivered ES bar is processed without its cross features")
 def test_a_cross_symbol_bar_is_acked_only_after_the_bar_it_completes_is_journaled(
         world, make_executor):
     ex, st = make_executor()
@@ -294,6 +325,30 @@ def test_a_cross_symbol_bar_is_acked_only_after_the_bar_it_completes_is_journale
     mnq = [entry for entry in log if entry[0] == "MNQ"]
     assert len(mnq) == 50
     assert all(es_journaled for _, _, es_journaled, _ in mnq)
+
+
+def test_a_cross_symbol_bar_without_its_traded_bar_is_acked_after_the_next_one_is_journaled(
+        world, make_executor):
+    ex, st = make_executor()
+    log: list[tuple[str, int, int]] = []
+    reader = Journal(st.journal.path, readonly=True)
+
+    def ack_of(item: FeedItem) -> Callable[[], None]:
+        def ack() -> None:
+            newest = reader.last("bar")
+            log.append((item.bar.symbol, item.ts_ns, -1 if newest is None else
+                        int(newest.payload["ts_ns"])))
+        return ack
+
+    events = [ev._replace(ack=ack_of(ev))
+              for ev in replace_es_bar(es_bars(50, world.replay()), 20, lambda _: None)]
+    lone = [ev for ev in events if ev.bar.symbol == "MNQ"][19]  # its ES bar never came
+    ex.run(events)
+    reader.close()
+    mnq = [(ts, newest) for sym, ts, newest in log if sym == "MNQ"]
+    assert [ts for ts, _ in mnq] == [ev.ts_ns for ev in events if ev.bar.symbol == "MNQ"]
+    assert all(newest >= ts for ts, newest in mnq)  # never before a traded bar at or after it
+    assert dict(mnq)[lone.ts_ns] > lone.ts_ns
 
 
 def test_graceful_stop_cancels_working_orders_and_takes_a_final_snapshot(world, make_executor):
@@ -391,9 +446,6 @@ def test_a_rollback_closes_the_canary_position_with_one_order_and_the_canary_sto
         o["book"] == "production" for o in submits(st.journal, since_seq=seq))
 
 
-@pytest.mark.xfail(strict=True, reason="Executor.rollback closes the canary's filled position "
-                   "only: an entry still working at the broker fills after the rollback and "
-                   "the canary book keeps it, unmanaged (no slot, no risk engine pass)")
 def test_a_rollback_while_a_canary_entry_is_working_leaves_the_canary_book_flat(
         world, make_executor):
     ex, st = make_executor(canary=True, share=0.5, rollback=LOOSE)
@@ -407,6 +459,37 @@ def test_a_rollback_while_a_canary_entry_is_working_leaves_the_canary_book_flat(
     for ev in events:
         ex.handle(ev)
     assert ex.state.position("canary", "ES") + ex.state.pending("canary", "ES") == 0
+
+
+def test_a_canary_fill_that_arrives_after_the_rollback_is_closed(world, make_executor,
+                                                                 monkeypatch):
+    ex, st = make_executor(canary=True, share=0.5, rollback=LOOSE)
+    events = iter(es_bars(900, world.replay()))
+    for ev in events:
+        ex.handle(ev)
+        if ev.bar.symbol == "MNQ" and ex.state.pending("canary", "ES") != 0:
+            break
+    working = ex.state.pending("canary", "ES")
+    assert working != 0
+    entries = {cid for cid, o in ex.state.open_orders.items() if o.order.book == "canary"}
+
+    def too_late(cid: str) -> None:  # the broker filled it while the cancel was on its way
+        raise OrderRejected(f"order {cid} is filled already")
+
+    with monkeypatch.context() as m:
+        m.setattr(st.broker, "cancel", too_late)
+        ex.rollback("operator: post-mortem of v2")
+    assert "cancel_rejected" in [r.payload["code"] for r in st.journal.read("alert")]
+    seq = st.journal.last_seq
+    for ev in events:
+        ex.handle(ev)
+    late = [r.payload for r in st.journal.read("fill", seq) if r.payload["client_id"] in entries]
+    assert sum(f["quantity"] for f in late) == working  # filled after the rollback ...
+    assert {f["book"] for f in late} == {"canary"}
+    closes = [o for o in submits(st.journal, seq) if o["book"] == "canary"]
+    assert [(o["quantity"], o["reason"]) for o in closes] == [
+        (-working, "flatten: no canary trades this book")]  # ... and was closed at once
+    assert ex.state.position("canary", "ES") == ex.state.pending("canary", "ES") == 0
 
 
 @pytest.mark.slow
@@ -456,34 +539,23 @@ def test_recover_is_the_same_path_for_a_fresh_directory(world, make_executor, tm
 
 # --- the live wiring (executor.app.live, from executor.yaml) ---------------------------------
 
-@pytest.mark.xfail(strict=True, reason="live() never warms the features: warmup_days is read by "
-                   "nothing, so a fresh start cannot decide for ~750 bars and a model swap has "
-                   "no history to warm on")
 def test_a_live_start_warms_the_features_from_history_before_the_first_bar(make_live):
     ex, settings = make_live(warmup_days=2)
     assert settings.warmup_days == 2
     assert ex.slots["production"].ready
 
 
-@pytest.mark.xfail(strict=True, reason="live() builds the Executor with replay=False, so the "
-                   "validator judges stored bars against the wall clock: every bar of a "
-                   "feed.kind=replay run is rejected as stale")
 def test_a_live_executor_on_the_replay_feed_trades_the_stored_bars(world, make_live):
     ex, _ = make_live()
-    ex.warm(world.history())
+    assert ex.replay  # judged by their own ts: a wall clock would call every stored bar stale
     stats = ex.run(es_bars(400, world.replay()))
     assert stats.faults == 0
     assert stats.orders > 0
 
 
-@pytest.mark.xfail(strict=True, reason="flatten_on_stop is read by nothing: Executor.run ends "
-                   "with shutdown() and __main__ never passes the setting, so a graceful stop "
-                   "leaves the positions open")
 def test_a_graceful_stop_with_flatten_on_stop_closes_the_positions(world, make_live):
     ex, settings = make_live(flatten_on_stop=True)
     assert settings.flatten_on_stop
-    ex.replay = True  # around the stale-bar defect above: judge stored bars by their own ts
-    ex.warm(world.history())
 
     def stop_when_exposed() -> Iterator[Any]:
         for ev in es_bars(900, world.replay()):
