@@ -6,7 +6,12 @@
 #   docker build -f docker/airflow.Dockerfile -t mia/airflow:0.1.0 .
 FROM python:3.11.13-slim-bookworm
 
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+# the commit the image was built from, for model lineage (no .git in the build context):
+#   docker build --build-arg MIA_GIT_SHA=$(git rev-parse HEAD) ...
+ARG MIA_GIT_SHA=unknown
+
+ENV MIA_GIT_SHA=$MIA_GIT_SHA \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -23,8 +23,10 @@ _REPO = Path(__file__).resolve().parents[2]
 
 
 def git_sha() -> str:
-    """:return: the commit of the running code (``+dirty`` when the tree has changes), or
-    ``unknown`` outside a git checkout."""
+    """:return: the commit of the running code (``+dirty`` when the tree has changes); outside a
+    git checkout (an image) ``$MIA_GIT_SHA`` as its build recorded it, else ``unknown``."""
+    import os
+
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True,  # noqa: S607
                              text=True, timeout=10, check=True).stdout.strip()
@@ -32,7 +34,7 @@ def git_sha() -> str:
                                cwd=_REPO, capture_output=True, text=True, timeout=10,
                                check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("MIA_GIT_SHA") or "unknown"
     return f"{sha}+dirty" if dirty else sha
 
 
