@@ -32,7 +32,7 @@ class FeedSettings(_Checked):
     end: str | None = None
     speed: float = field(default=0.0, metadata=NON_NEGATIVE)
     url: str = "redis://127.0.0.1:6379/0"
-    prefix: str = "mia:bars:"
+    prefix: str = "mia:bars"  # the stream is <prefix>:<SYMBOL> (a trailing ":" is dropped)
     group: str = "mia-executor"
     consumer: str = "executor-1"
 

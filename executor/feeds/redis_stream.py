@@ -49,7 +49,7 @@ class RedisStreamFeed:
     :param group: consumer group name (one per executor deployment).
     :param consumer: this process's consumer name; keep it stable across restarts so the
         pending entries of the previous run are found.
-    :param prefix: stream key prefix.
+    :param prefix: stream key prefix (a trailing ``:`` is dropped).
     :param start_id: where a *newly created* group starts: ``"$"`` only entries added after it
         (the default: a new executor does not trade a backlog of stale bars), ``"0"`` the whole
         stream.
@@ -104,7 +104,8 @@ class RedisStreamFeed:
         except ValueError as exc:
             raise OperationalError(f"redis feed: bad url ({exc}); use "
                                    "redis://host:port/db") from None
-        self._streams = {_stream_key(s, prefix): s for s in symbols}
+        # "mia:bars:" and "mia:bars" name the same streams: stream_key adds the ':' itself
+        self._streams = {_stream_key(s, prefix.rstrip(":")): s for s in symbols}
         self._group, self._consumer, self._start_id = group, consumer, start_id
         self._block_ms, self._count, self._dead_maxlen = block_ms, count, dead_maxlen
         self._backoff = backoff or Backoff()
