@@ -85,7 +85,8 @@ def test_full_dvc_repro_runs_every_stage_then_is_up_to_date(tmp_path):
     train = next(iter(shown.values()))["data"][".mia/reports/train.json"]["data"]["ES"]
     assert set(train) >= {"best_agent", "ppo", "sac", "buy_and_hold", "logistic_regression"}
     register = next(iter(shown.values()))["data"][".mia/reports/register.json"]["data"]["ES"]
-    assert register["version"] == "1" and isinstance(register["gate_passed"], bool)
+    assert register["version"] == "1"
+    assert isinstance(register["gate_passed"], bool)
     assert {"bundle", "solo ppo", "baseline buy_and_hold"} <= set(register), register
     assert (work / ".mia" / "reports" / "holdout" / "ES_holdout.png").is_file()
     spec = json.loads((work / ".mia" / "models" / "selection" / "ES" / "spec.json").read_text())
