@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 PIP_FLAGS := $(if $(WHEELS),--find-links $(WHEELS),)
 export MIA_HOME ?= $(CURDIR)/.mia
 
-.PHONY: setup demo test lint type imports unit bench lock clean
+.PHONY: setup demo ui test lint type imports unit bench lock clean
 
 setup: $(STAMP)  ## create .venv and install the pinned stack (idempotent)
 
@@ -23,8 +23,11 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $@
 	@echo "setup done: $(VENV) matches requirements.lock"
 
-demo: setup  ## the main job on embedded defaults (files under MIA_HOME)
+demo: setup  ## the main job on embedded defaults (files under MIA_HOME): data, retrain DAG, replay
 	$(BIN)/mia demo
+
+ui: setup  ## the Airflow UI (:8080) and the MLflow UI (:5000) of MIA_HOME until Ctrl-C
+	$(BIN)/mia ui
 
 test: setup lint type imports  ## lint, type-check, import rules, then every test CI runs
 	$(BIN)/python -m pytest

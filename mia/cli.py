@@ -12,10 +12,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mia import __version__
+from mia.commands import backup as backup_commands
 from mia.commands import data as data_commands
+from mia.commands import demo as demo_commands
 from mia.commands import features as feature_commands
 from mia.commands import registry as registry_commands
 from mia.commands import training as training_commands
+from mia.commands import ui as ui_commands
 from mia.exits import EXIT_RETRY, EXIT_STOP, run_guarded
 
 __all__ = ["EXIT_RETRY", "EXIT_STOP", "build_parser", "main", "run_guarded"]
@@ -42,8 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mia {__version__}")
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    for group in (data_commands, feature_commands, training_commands, registry_commands):
+    for group in (data_commands, feature_commands, training_commands, registry_commands,
+                  demo_commands, ui_commands):
         group.register(top, common)
+    backup_commands.register(top, common)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""``mia config …``, ``mia data …`` and ``mia demo``."""
+"""``mia config …`` and ``mia data …`` (``mia demo`` is mia.commands.demo)."""
 
 from __future__ import annotations
 
@@ -100,65 +100,8 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on embedded defaults: today the offline data pipeline, stage by stage."""
-    import time
-
-    from mia.data.report import print_summary
-    from mia.pipelines import drift, features, ingest, regimes, select, validate
-
-    cfg = load(args)
-    d = cfg.params.data
-    home = cfg.endpoints.mia_home
-    print(f"MIA demo — MIA_HOME={home}, params={cfg.params_path}")
-
-    def stage(name: str) -> float:
-        print(f"\n== {name}", flush=True)
-        return time.perf_counter()
-
-    t = stage("ingest")
-    result = ingest.run(cfg, progress=progress())
-    print(
-        f"{d.source} {', '.join(result.hashes)} {d.start}..{d.end} seed={d.seed}; "
-        f"planted: {result.planted} ({time.perf_counter() - t:.1f} s)"
-    )
-    print_summary(ingest.raw_store(cfg), list(result.hashes), d.start, d.end)
-    t = stage("validate raw bars (Great Expectations)")
-    for sym, summary in validate.run(cfg, "raw").items():
-        print(summary.describe(f"{sym} raw"))
-    t = stage("regimes (HMM on the first training window)")
-    for sym, share in regimes.run(cfg).shares.items():
-        print(f"{sym}: " + ", ".join(f"{k} {v:.0%}" for k, v in share.items()))
-    t = stage("features")
-    built = features.run(cfg, progress=progress())
-    for sym, lines in built.lines.items():
-        print(f"{sym}: " + "\n    ".join(lines))
-    t = stage("validate features (Great Expectations)")
-    for sym, summary in validate.run(cfg, "features").items():
-        print(summary.describe(f"{sym} features"))
-    t = stage("select (SHAP over walk-forward folds)")
-    chosen = select.run(cfg, progress=progress())
-    for sym in chosen.specs:
-        stab, chance = chosen.stability[sym]
-        print(
-            f"{sym}: stability {stab:.2f} (chance {chance:.2f}); top 10: "
-            f"{', '.join(chosen.top[sym])} ({time.perf_counter() - t:.1f} s)"
-        )
-    stage("drift (Evidently, recent vs reference window)")
-    drift.print_result(drift.run(cfg))
-    print(f"""
-== where to look
-  raw bars      {home / "data" / "raw"}          ('mia data info')
-  features      {home / "data" / "features"}     ('mia features list --stored ES')
-  selection     {home / "models" / "selection"}  (spec.json, ranking.png, stability.png)
-  drift         {home / "reports" / "drift"}     (drift.html)
-  data docs     great_expectations/uncommitted/data_docs/local_site/index.html
-  next          'dvc repro' runs the same stages; training arrives with the learning milestone""")
-    return 0
-
-
 def register(top: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
-    """Add ``config``, ``data`` and ``demo`` to the ``mia`` parser.
+    """Add ``config`` and ``data`` to the ``mia`` parser.
 
     :param top: the top-level subparsers.
     :param common: parent parser with ``--params`` and ``--home``.
@@ -220,7 +163,3 @@ def register(top: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     info.add_argument("--start", type=parse_date)
     info.add_argument("--end", type=parse_date)
     info.set_defaults(func=cmd_data_info)
-
-    top.add_parser(
-        "demo", parents=[common], help="run the main job on embedded defaults"
-    ).set_defaults(func=cmd_demo)
