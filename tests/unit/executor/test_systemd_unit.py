@@ -79,6 +79,8 @@ def test_it_is_a_notify_service_with_a_watchdog_that_restarts_on_failure():
     # pings, come at least every second from the Redis feed: a healthy loop never misses one
     assert 10 <= watchdog <= 120
     assert int(one("Unit", "StartLimitBurst")) >= 1
+    # a configuration error (exit 2, executor/__main__.py) is not retried
+    assert one("Service", "RestartPreventExitStatus") == "2"
 
 
 def test_it_starts_the_executor_with_the_etc_config_as_a_dedicated_user():
