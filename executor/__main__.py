@@ -7,6 +7,9 @@
   [--canary DIR --canary-share 0.05]``:
   the same loop over the data store as fast as possible; prints the summary and writes every
   decision to ``--out`` (CSV).
+- ``python -m executor release --config executor.yaml --cause kill_switch --by NAME --why TEXT``:
+  asks the executor to release a latched hold (executor.release); applied between bars, or at
+  the next start.
 """
 
 from __future__ import annotations
@@ -140,11 +143,45 @@ def _feed(settings: Any, cfg: Any, ex: Any) -> Any:
     return RedisStreamFeed(f.url, symbols, prefix=f.prefix, group=f.group, consumer=f.consumer)
 
 
+def _release_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m executor release",
+                                description="release a latched hold (kill switch, data quality, "
+                                            "drawdown): applied by the executor between bars")
+    p.add_argument("--config", type=Path, required=True, help="executor.yaml")
+    p.add_argument("--cause", required=True,
+                   help="the hold: kill_switch, breaker.<name> or limit.<name> (GET /status)")
+    p.add_argument("--by", required=True, help="your name (journaled)")
+    p.add_argument("--why", required=True, help="why it may be released (journaled)")
+    return p
+
+
+def _release(args: argparse.Namespace) -> int:
+    from executor import release
+    from executor.settings import load_settings
+    from mia.errors import ConfigError
+
+    settings = load_settings(args.config)
+    request = release.ReleaseRequest(args.cause, args.by, args.why)
+    if request.cause == "kill_switch" and settings.kill_file \
+            and Path(settings.kill_file).exists():
+        raise ConfigError(f"release: the kill file {settings.kill_file} still exists; it would "
+                          "kill again at the next tick. Move it aside first")
+    target = release.write(settings.state_path, request)
+    print(f"release of {request.cause} requested by {request.by}: {target}\n"
+          "a running executor applies it between bars (a stopped one at its start); "
+          "the journal's risk_event and GET /status show the result")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m executor`` and ``mia-executor``."""
     from mia.exits import run_guarded
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["release"]:
+        rargs = _release_parser().parse_args(argv[1:])
+        return run_guarded(lambda: _release(rargs))
     args = _parser().parse_args(argv)
     if args.replay:
         return run_guarded(lambda: _replay(args))

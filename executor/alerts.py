@@ -8,8 +8,13 @@ not posted, and the next posted alert of that code says how many were suppressed
 comes from the environment and is never logged.
 
 Webhook body: ``{"text": "[CRITICAL] breaker_trip: …", "level", "code", "message", "ts",
-"ts_ns", "source", "suppressed"}`` plus ``extra_body`` (Telegram's ``sendMessage`` needs
-``chat_id``); Slack incoming webhooks read ``text``.
+"ts_ns", "source", "suppressed"}`` (:data:`BODY_KEYS`) plus ``extra_body``, the
+``alerts.webhook_fields`` of ``executor.yaml`` (Telegram's ``sendMessage`` needs ``chat_id``);
+Slack incoming webhooks read ``text``.
+
+:class:`MemoryWatch` raises ``memory_high`` from the resource sampler's samples
+(:class:`executor.metrics.ProcessSampler`): once when the resident memory crosses the
+threshold, then every ``repeat_s`` while it stays above.
 
 The catalogue (:data:`CATALOGUE`): the alerts of reference.md "Monitoring and alerts" first,
 then the executor's operational ones. Thresholds are defaults the caller compares against;
@@ -51,6 +56,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import threading
 import urllib.error
@@ -67,6 +73,8 @@ if TYPE_CHECKING:
     from executor.metrics import ExecutorMetrics
 
 LEVELS: Final[tuple[str, ...]] = ("info", "warning", "critical", "emergency")
+BODY_KEYS: Final[tuple[str, ...]] = ("text", "level", "code", "message", "ts", "ts_ns", "source",
+                                     "suppressed")
 _LOG_LEVEL: Final[dict[str, int]] = {"info": logging.INFO, "warning": logging.WARNING,
                                      "critical": logging.ERROR, "emergency": logging.CRITICAL}
 _log = logging.getLogger("executor.alerts")
@@ -145,6 +153,21 @@ def catalogued(code: str, message: str, ts_ns: int) -> Alert:
     return Alert(level=spec.level, code=code, message=message, ts_ns=ts_ns)
 
 
+def _checked_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    reserved = sorted(set(fields) & set(BODY_KEYS))
+    if reserved:
+        raise OperationalError(f"alerts: extra body fields {reserved} would replace the body's "
+                               f"own fields ({', '.join(BODY_KEYS)}); rename them")
+    bad = sorted(str(k) for k, v in fields.items()
+                 if not isinstance(k, str) or not k.strip()
+                 or not isinstance(v, str | int | float | bool)
+                 or (isinstance(v, float) and not math.isfinite(v)))  # not JSON
+    if bad:
+        raise OperationalError(f"alerts: extra body fields {bad} need a non-empty name and a "
+                               "string, number or boolean value")
+    return dict(fields)
+
+
 class _Bucket:
     __slots__ = ("stamp", "suppressed", "tokens")
 
@@ -156,7 +179,8 @@ class Alerter:
     """Logs every alert and posts them to a webhook from a background thread.
 
     :param webhook_url: ``http(s)://…`` or ``None`` (log only).
-    :param extra_body: fields added to every webhook body (e.g. Telegram's ``chat_id``).
+    :param extra_body: fields added to every webhook body (e.g. Telegram's ``chat_id``):
+        strings, numbers or booleans, none of :data:`BODY_KEYS`.
     :param burst: webhook posts a code may make back to back.
     :param per_minute: sustained posts per minute per code (token refill rate).
     :param queue_size: alerts waiting to be posted; beyond it they are dropped and counted.
@@ -165,7 +189,7 @@ class Alerter:
     :param clock: time for the rate limit and the retry sleep.
     :param metrics: counts ``mia_alerts_total`` and ``mia_alerts_dropped_total`` when given.
     :param source: the ``source`` field of the body (host or deployment name).
-    :raises OperationalError: a non-http(s) URL or bad limits.
+    :raises OperationalError: a non-http(s) URL, bad limits or bad ``extra_body`` fields.
     """
 
     def __init__(
@@ -189,7 +213,7 @@ class Alerter:
                                    f"({per_minute}), queue_size >= 1 ({queue_size}), retries "
                                    f">= 0 ({retries}), timeout_s > 0 ({timeout_s})")
         self._url = webhook_url
-        self._extra = dict(extra_body or {})
+        self._extra = _checked_fields(extra_body or {})
         self._burst, self._rate = float(burst), per_minute / 60.0
         self._timeout, self._retries = timeout_s, retries
         self._clock = clock or SystemClock()
@@ -318,3 +342,55 @@ class Alerter:
         # the URL is a secret: name the alert and the error only
         _log.warning("alert %s not delivered to the webhook after %d attempts: %s", alert.code,
                      self._retries + 1, error)
+
+
+class MemoryWatch:
+    """Raises ``memory_high`` (warning) while the process's resident memory is above a limit.
+
+    Fed by the resource sampler (:class:`executor.metrics.ProcessSampler`'s ``on_sample``, in
+    its thread): the alert goes out when RSS first exceeds the limit and again every
+    ``repeat_s`` while it stays above; a sample back under the limit re-arms it. It goes to the
+    log, the webhook and ``mia_alerts_total``, not to the journal (the loop is the journal's
+    one writer).
+
+    :param alerter: where the alert goes.
+    :param limit_bytes: the threshold (``alerts.memory_high_mb``; systemd's ``MemoryHigh``).
+    :param repeat_s: seconds between repeats while above.
+    :param clock: monotonic time for the repeat, wall time for the alert's ``ts_ns``.
+    :raises OperationalError: a non-positive limit or repeat.
+    """
+
+    def __init__(self, alerter: Alerter, limit_bytes: int, *, repeat_s: float = 900.0,
+                 clock: Clock | None = None) -> None:
+        if limit_bytes <= 0 or not repeat_s > 0:
+            raise OperationalError(f"alerts: memory limit {limit_bytes} bytes and repeat "
+                                   f"{repeat_s} s must be > 0")
+        self._alerter, self._limit, self._repeat = alerter, int(limit_bytes), repeat_s
+        self._clock = clock or SystemClock()
+        self._last: float | None = None  # monotonic time of the last alert while above
+        self.raised = 0
+
+    def check(self, cpu_percent: float, rss_bytes: int) -> bool:
+        """Judge one sample (the sampler's ``on_sample`` signature).
+
+        :param cpu_percent: the process's CPU, % of one core (in the message).
+        :param rss_bytes: its resident memory.
+        :return: whether it raised the alert now.
+        """
+        if rss_bytes <= self._limit:
+            self._last = None
+            return False
+        now = self._clock.monotonic()
+        if self._last is not None and now - self._last < self._repeat:
+            return False
+        self._last = now
+        self.raised += 1
+        mib = 2**20
+        self._alerter.alert(
+            "memory_high",
+            f"process RSS {rss_bytes / mib:,.0f} MiB > alerts.memory_high_mb "
+            f"{self._limit / mib:,.0f} (CPU {cpu_percent:.0f} %); systemd throttles it from "
+            "MemoryHigh and kills it at MemoryMax: look at mia_process_rss_bytes since the last "
+            "model swap (operations.md, memory_high)",
+            int(self._clock.now().timestamp() * 1e9))
+        return True

@@ -4,25 +4,37 @@ One function per kind of start: :func:`replay` (a backtest of the live path: a l
 history as fast as possible) and :func:`live` (``executor.yaml``: models from the registry or
 local paths, a replay or Redis feed, metrics, alerts, the feature log, systemd). Both go through
 :func:`open_state`: startup and crash recovery are one code path (design.md section 8).
+
+The live process, in the order :func:`live` builds it: metrics and the alerter first (recovery's
+alerts go through them), the models, recovery (a position mismatch latches the production
+engine in REDUCING), the loop (:class:`LiveExecutor`: its stop flushes the feature log), the
+warm-up, then the side services: the feature log with the online PSI (``mia_psi``), the
+metrics endpoint, the admin endpoint, and the resource sampler, which every 5 s also sets
+``mia_model_version`` / ``mia_canary_share`` and judges ``memory_high``. ``mia_stage_seconds``
+comes from :class:`TimedSlot` (``features``, ``decide``) and :class:`executor.metrics.Timed`
+around the journal (``journal``) and the broker (``broker``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
 
 from executor.broker.paper import PaperBroker
 from executor.calendar import trade_date
 from executor.feeds.base import FeedEvent, FeedItem
 from executor.journal import Journal, private_dir
 from executor.loop import Executor, Services, TickStats
-from executor.recovery import recover
+from executor.recovery import AlertSink, MismatchHold, recover
 from executor.router import Routing
 from executor.settings import ExecutorSettings, RollbackSettings
 from executor.slot import ModelSlot
@@ -30,7 +42,12 @@ from executor.snapshots import SnapshotStore
 from mia.envs.costs import CostModel
 from mia.errors import OperationalError, StoreError
 
+if TYPE_CHECKING:
+    from executor.metrics import ExecutorMetrics
+    from mia.registry.bundle import Bundle
+
 SESSION_BARS: Final[int] = 1380  # one-minute bars in a CME Globex session (23 h)
+_log = logging.getLogger("executor.app")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,11 +61,15 @@ class Opened:
 
 
 def open_state(state_dir: Path, symbols: Sequence[str], params: Any, *,
-               sync: str = "normal") -> Opened:
+               sync: str = "normal", hold: MismatchHold | None = None,
+               alert: AlertSink | None = None) -> Opened:
     """Open (or create) the journal, the paper broker and the snapshots, then recover.
 
     :param sync: the journal's durability: ``full`` survives power loss, ``normal`` survives a
         process crash (kill -9; the default), ``off`` is for replays.
+    :param hold: what puts the risk engines in REDUCING after a position mismatch
+        (:func:`executor.recovery.recover`); ``None``: the journal's trading state only.
+    :param alert: where recovery's alerts go besides the journal (level, code, message).
     """
     from mia.data.contracts import contract
 
@@ -60,7 +81,8 @@ def open_state(state_dir: Path, symbols: Sequence[str], params: Any, *,
                          sync=sync)  # type: ignore[arg-type]
     snapshots = SnapshotStore(root / "snapshots", keep=params.executor.snapshots_kept)
     recovered = recover(journal, broker, snapshots,
-                        multipliers={s: contract(s).multiplier for s in symbols})
+                        multipliers={s: contract(s).multiplier for s in symbols},
+                        hold=hold, alert=alert)
     return Opened(journal=journal, broker=broker, snapshots=snapshots, recovered=recovered)
 
 
@@ -120,64 +142,185 @@ def replay(cfg: Any, *, bundle: Path, symbol: str, cross: str | None, start: dat
     return stats
 
 
-def live(settings: ExecutorSettings, cfg: Any) -> Executor:
+class LiveExecutor(Executor):
+    """The loop of the live process: its graceful stop also closes the process's side services.
+
+    :attr:`closing` runs in order after :meth:`Executor.shutdown` (working orders cancelled,
+    final snapshot): the feature log writes its last rows, the sampler stops, the webhook
+    drains. A failing step is logged and the next one still runs.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.closing: list[tuple[str, Callable[[], Any]]] = []
+
+    def shutdown(self, flatten: bool = False) -> None:
+        """:meth:`Executor.shutdown`, then each of :attr:`closing`.
+
+        :param flatten: send the order that closes each book's position.
+        """
+        super().shutdown(flatten)
+        for name, close in self.closing:
+            try:
+                close()
+            except Exception as exc:  # noqa: BLE001 - the next service still closes
+                _log.error("stop: closing the %s failed (%s: %s)", name, type(exc).__name__,
+                           exc)
+
+
+class TimedSlot(ModelSlot):
+    """A model slot that adds its feature update and its decision to the tick's stages
+    (``mia_stage_seconds{stage="features"|"decide"}``, :meth:`ExecutorMetrics.add_stage`).
+
+    A warm-up (the watcher's thread, on history) is not timed: the stages are the loop's.
+
+    :param bundle: a verified bundle. :param version: its version.
+    :param metrics: where the time goes (``None``: not timed).
+    """
+
+    def __init__(self, bundle: Bundle, version: str,
+                 metrics: ExecutorMetrics | None = None) -> None:
+        super().__init__(bundle, version)
+        self.metrics = metrics
+
+    @classmethod
+    def loader(cls, metrics: ExecutorMetrics) -> Callable[[str | Path, str], ModelSlot]:
+        """:return: a ``(bundle directory, version) -> slot`` that times into ``metrics``."""
+        from mia.registry.bundle import read_bundle
+
+        return lambda path, version: cls(read_bundle(path), version, metrics)
+
+    def update(self, row: np.ndarray) -> None:
+        """:meth:`ModelSlot.update`, timed as ``features``."""
+        m = self.metrics
+        if m is None:
+            super().update(row)
+            return
+        t0 = time.perf_counter_ns()
+        super().update(row)
+        m.add_stage("features", (time.perf_counter_ns() - t0) * 1e-9)
+
+    def decide(self, position: int) -> Any:
+        """:meth:`ModelSlot.decide`, timed as ``decide``."""
+        m = self.metrics
+        if m is None:
+            return super().decide(position)
+        t0 = time.perf_counter_ns()
+        try:
+            return super().decide(position)
+        finally:
+            m.add_stage("decide", (time.perf_counter_ns() - t0) * 1e-9)
+
+    def warm(self, rows: np.ndarray) -> None:
+        """:meth:`ModelSlot.warm`, not timed (another thread, history)."""
+        m, self.metrics = self.metrics, None
+        try:
+            super().warm(rows)
+        finally:
+            self.metrics = m
+
+
+def live(settings: ExecutorSettings, cfg: Any) -> LiveExecutor:
     """Build the live executor of ``executor.yaml`` (recovered, warm, not yet running).
 
     :return: the executor; :func:`executor.__main__.main` runs it with signals and systemd.
     """
-    from executor.alerts import Alerter
-    from executor.feature_log import FeatureLog
-    from executor.metrics import ExecutorMetrics, MetricsServer, ProcessSampler
+    from executor.alerts import Alert, Alerter, MemoryWatch
+    from executor.feature_log import DriftGauges, FeatureLog, SlotFeatures
+    from executor.metrics import ExecutorMetrics, MetricsServer, ProcessSampler, Timed
+    from mia.data.contracts import contract
+    from mia.risk import RiskRules
+
     p = cfg.params
     symbols = [settings.symbol] + ([settings.cross_symbol] if settings.cross_symbol else [])
-    opened = open_state(settings.state_path, symbols, p)
+    # first: recovery's alerts reach the log, the webhook and mia_alerts_total through it
     metrics = ExecutorMetrics()
-    alerter = Alerter(os.environ.get(settings.webhook_env) or None, metrics=metrics)
+    alerter = Alerter(os.environ.get(settings.webhook_env) or None,
+                      extra_body=settings.alerts.webhook_fields, metrics=metrics)
+
+    def alert(level: str, code: str, message: str) -> None:
+        alerter.send(Alert(level=level, code=code, message=message, ts_ns=time.time_ns()))
+
+    load = TimedSlot.loader(metrics)
     slots: dict[str, ModelSlot | None] = {"production": None, "canary": None}
     watcher = None
     share = 0.0
     if settings.models.source == "local":
-        slots["production"] = ModelSlot.load(settings.models.production or "", "local-production")
+        slots["production"] = load(settings.models.production or "", "local-production")
         if settings.models.canary:
-            slots["canary"] = ModelSlot.load(settings.models.canary, "local-canary")
+            slots["canary"] = load(settings.models.canary, "local-canary")
             share = settings.models.canary_share
-    services = Services(journal=opened.journal, broker=opened.broker,
+    else:
+        watcher = _first_models(cfg, settings, slots, load)
+        share = watcher.share
+    routing = Routing(mode=settings.routing, share=share, overlap_days=settings.overlap_days)
+    capital = p.env.initial_equity
+    rules: dict[str, RiskRules] = {settings.symbol: RiskRules.from_config(
+        p.risk, spec=contract(settings.symbol),
+        regime_thresholds=p.features.regime_thresholds)}
+    hold = MismatchHold(rules=rules, now_ns=time.time_ns(), equity=capital * routing.capital(
+        slots["canary"] is not None)["production"])
+    opened = open_state(settings.state_path, symbols, p, hold=hold, alert=alert)
+    broker_calls = dict.fromkeys(("on_bar", "poll_fills", "submit", "fill_stop", "cancel"),
+                                 "broker")
+    services = Services(journal=Timed(opened.journal, metrics, {"append": "journal"}),
+                        broker=Timed(opened.broker, metrics, broker_calls),
                         snapshots=opened.snapshots, metrics=metrics, alerter=alerter,
                         features=None)
-    if settings.models.source == "mlflow":
-        watcher = _first_models(cfg, settings, slots)
-        share = watcher.share
     # a replay feed's bars are history: judged by their own ts, not the wall clock
-    ex = Executor(symbol=settings.symbol, cross_symbol=settings.cross_symbol, params=p,
-                  state=opened.recovered.state, slots=slots, services=services,
-                  routing=Routing(mode=settings.routing, share=share,
-                                  overlap_days=settings.overlap_days),
-                  rollback=settings.rollback, capital=p.env.initial_equity,
-                  kill_file=Path(settings.kill_file) if settings.kill_file else None,
-                  replay=settings.feed.kind == "replay",
-                  flatten_on_stop=settings.flatten_on_stop,
-                  history_bars=settings.warmup_days * SESSION_BARS,
-                  snapshot_ns=int(p.executor.snapshot_seconds * 1e9))
+    ex = LiveExecutor(symbol=settings.symbol, cross_symbol=settings.cross_symbol, params=p,
+                      state=opened.recovered.state, slots=slots, services=services,
+                      routing=routing, rollback=settings.rollback, capital=capital,
+                      kill_file=Path(settings.kill_file) if settings.kill_file else None,
+                      replay=settings.feed.kind == "replay",
+                      flatten_on_stop=settings.flatten_on_stop,
+                      history_bars=settings.warmup_days * SESSION_BARS,
+                      snapshot_ns=int(p.executor.snapshot_seconds * 1e9),
+                      release_dir=settings.state_path)
     warm_live(ex, settings, cfg.endpoints.mia_home / "data" / "raw", now_ns=time.time_ns())
+    metrics.discard_stages()  # the warm-up's feature updates are no tick's
     if watcher is not None:
-        from executor.alerts import Alert
-
-        watcher._history = ex.history  # the watcher warms new slots on the loop's rows
-        # the watcher's thread never writes the journal (one writer: the loop): its alerts go
-        # to the log and the webhook
-        watcher._alert = lambda level, code, msg: alerter.send(
-            Alert(level=level, code=code, message=msg, ts_ns=ex._now_ns()))
+        # the watcher warms new slots on the loop's rows; its thread never writes the journal
+        # (one writer: the loop): its alerts go to the log and the webhook
+        watcher.attach(history=ex.history, alert=lambda level, code, msg: alerter.send(
+            Alert(level=level, code=code, message=msg, ts_ns=ex._now_ns())))
         services.watcher = watcher
-    log = FeatureLog(cfg.endpoints.mia_home)
-    prod = slots["production"]
-    if prod is not None:
-        services.features = log.channel(settings.symbol, prod.version, prod.bundle.spec.names)
+    drift = DriftGauges(metrics)
+    log = FeatureLog(cfg.endpoints.mia_home, on_rows=drift.observe)
+    services.features = SlotFeatures(log, settings.symbol, lambda: ex.slots["production"],
+                                     on_bundle=drift.use)
     MetricsServer(metrics, host=p.executor.metrics_host, port=p.executor.metrics_port)
     from executor.admin import executor_status, start_admin
 
     start_admin(settings, lambda: executor_status(ex), alerter=alerter)  # off without its token
-    ProcessSampler(metrics).start()
+    memory = MemoryWatch(alerter, settings.alerts.memory_high_bytes)
+
+    def on_sample(cpu: float, rss: int) -> None:
+        publish_models(ex, metrics)
+        memory.check(cpu, rss)
+
+    sampler = ProcessSampler(metrics, on_sample=on_sample)
+    sampler.start()
+    ex.closing += [("feature log", log.close), ("resource sampler", sampler.stop),
+                   ("alert webhook", alerter.flush)]
     return ex
+
+
+def publish_models(ex: Executor, metrics: ExecutorMetrics) -> None:
+    """Set ``mia_model_version`` per slot and ``mia_canary_share`` from the loop's state (the
+    resource sampler's thread, every 5 s; the loop replaces slots and routing whole, so a read
+    sees the old or the new one).
+
+    A slot's gauge is its registered version, 0 when empty or a local bundle (not registered);
+    the share is 0 while no canary is loaded.
+
+    :param ex: the running executor. :param metrics: its metrics.
+    """
+    for name in ("production", "canary"):
+        slot = ex.slots.get(name)
+        version = slot.version if slot is not None else ""
+        metrics.set_model_version(name, int(version) if version.isdigit() else None)
+    metrics.set_canary_share(ex.routing.share if ex.slots.get("canary") is not None else 0.0)
 
 
 def warm_live(ex: Executor, settings: ExecutorSettings, store_root: Path, *,
@@ -242,14 +385,15 @@ def _until(events: Iterable[FeedEvent], bound: int | None) -> Iterator[FeedEvent
         yield event
 
 
-def _first_models(cfg: Any, settings: ExecutorSettings,
-                  slots: dict[str, ModelSlot | None]) -> Any:
+def _first_models(cfg: Any, settings: ExecutorSettings, slots: dict[str, ModelSlot | None],
+                  load: Callable[[Path, str], ModelSlot]) -> Any:
     # At start the production model must load (there is nothing to keep running yet); the
     # canary may fail (an alert, production trades alone).
     from executor.models import ModelWatcher
 
     watcher = ModelWatcher(cfg, settings.symbol, history=lambda: (0, _empty()),
-                           alert=lambda *a: None, poll_seconds=cfg.params.executor.poll_seconds)
+                           alert=lambda *a: None, poll_seconds=cfg.params.executor.poll_seconds,
+                           load_slot=load)
     wanted = watcher.wanted()
     if wanted.production is None:
         raise OperationalError(f"mia-{settings.symbol} has no production alias; promote a "
@@ -267,8 +411,6 @@ def _first_models(cfg: Any, settings: ExecutorSettings,
 
 
 def _empty() -> Any:
-    import numpy as np
-
     return np.empty((0, 23))
 
 

@@ -10,6 +10,10 @@ reason, a critical alert):
 - **latency**: the canary's decision took > ``rollback.max_latency_ms`` three bars in a row;
 - **under-performance**: after ``rollback.min_trades`` round trips, its return on its capital
   trails production's return on its capital by more than ``rollback.underperformance``.
+
+A change of the canary's share moves capital into or out of its book: :meth:`CanaryWatch.transfer`
+moves the peak with it, so a share stepped down is not a drawdown (nor a share stepped up a gain
+that a later mark would fall from).
 """
 
 from __future__ import annotations
@@ -47,6 +51,14 @@ class CanaryWatch:
         self.slow = self.slow + 1 if latency_ms > self.rules.max_latency_ms else 0
         self.trades = trades
         self.peak = max(self.peak, equity)
+
+    def transfer(self, amount: float) -> None:
+        """Capital moved into (``+``) or out of (``-``) the canary book: not a gain or a loss.
+
+        :param amount: USD moved (the change of the book's capital).
+        """
+        if self.peak > 0.0:
+            self.peak = max(self.peak + amount, 0.0)
 
     def verdict(self, *, equity: float, capital: float, production_return: float) -> str | None:
         """:param equity: the canary book's equity now. :param capital: its capital.

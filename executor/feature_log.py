@@ -13,7 +13,13 @@ disk. When the disk cannot keep up (or fails), whole blocks are dropped and coun
 (``rows_dropped``) instead of growing the heap: the log is monitoring data and trading never
 waits for it. A failed write is retried at the next flush while it fits in the budget. Rows
 still buffered when the process is killed are lost (at most one block or ``flush_seconds`` per
-channel); :meth:`FeatureLog.close` writes them on a clean stop.
+channel); :meth:`FeatureLog.close` writes them on a clean stop (the live executor's stop calls
+it: ``executor.app.LiveExecutor``).
+
+The loop appends through :class:`SlotFeatures`, which opens a channel per production bundle (a
+swap may change the feature list). Each written block also goes, in the writer thread, to the
+``on_rows`` callback: :class:`DriftGauges` turns the rows into ``mia_psi`` (the online PSI of
+the bundle's top features against its drift reference) off the hot path.
 """
 
 from __future__ import annotations
@@ -22,18 +28,28 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import numpy as np
 
 from mia.drift.live_log import BASE_COLUMNS, PART_PREFIX, PART_SUFFIX, day_dir, symbol_dir
 from mia.errors import OperationalError
 
+if TYPE_CHECKING:
+    from executor.metrics import ExecutorMetrics
+    from executor.slot import ModelSlot
+
 _DAY_NS: Final[int] = 86_400 * 1_000_000_000
+PSI_TOP: Final[int] = 15  # features monitored: the executor dashboard plots topk(15) of mia_psi
+PSI_WINDOW: Final[int] = 1380  # rows in the PSI window: one CME Globex session of minutes
+PSI_MIN_BARS: Final[int] = 300  # rows before the gauges are set (DriftGauges)
 _log = logging.getLogger("executor.feature_log")
+
+# (symbol, model_version, feature names, ts (n,) int64 ns, values (n, F) float64)
+RowSink = Callable[[str, str, tuple[str, ...], np.ndarray, np.ndarray], None]
 
 
 class _Chunk(NamedTuple):
@@ -110,11 +126,14 @@ class FeatureLog:
     :param flush_rows: rows per block: a full block is written at once.
     :param flush_seconds: buffered rows are written at least this often.
     :param max_pending_rows: rows allowed to wait for the disk; beyond it blocks are dropped.
+    :param on_rows: called in the writer thread with each block once written (``symbol,
+        model_version, names, ts, values``; :meth:`DriftGauges.observe`); its errors are
+        logged, never raised.
     :raises OperationalError: non-positive sizes.
     """
 
     def __init__(self, home: Path, *, flush_rows: int = 4096, flush_seconds: float = 60.0,
-                 max_pending_rows: int = 65_536) -> None:
+                 max_pending_rows: int = 65_536, on_rows: RowSink | None = None) -> None:
         if flush_rows < 1 or not flush_seconds > 0 or max_pending_rows < flush_rows:
             raise OperationalError(f"feature log: need flush_rows >= 1 ({flush_rows}), "
                                    f"flush_seconds > 0 ({flush_seconds}) and max_pending_rows "
@@ -128,6 +147,7 @@ class FeatureLog:
                                    "at a writable directory") from exc
         self._flush_rows, self._flush_seconds = flush_rows, flush_seconds
         self._budget = max_pending_rows
+        self._on_rows = on_rows
         self._channels: list[FeatureChannel] = []
         self._pending: deque[_Chunk] = deque()
         self._pending_rows = 0
@@ -161,6 +181,16 @@ class FeatureLog:
         with self._lock:
             self._channels.append(chan)
         return chan
+
+    def release(self, channel: FeatureChannel) -> None:
+        """Hand a channel's buffered rows to the writer and stop flushing it (its bundle was
+        swapped out; the rows are written at the next flush).
+
+        :param channel: a channel of this log.
+        """
+        channel.flush()
+        with self._lock:
+            self._channels = [c for c in self._channels if c is not channel]
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Write everything buffered now and wait for it.
@@ -234,6 +264,13 @@ class FeatureLog:
                 self._pending.popleft()
                 self._pending_rows -= chunk.ts.shape[0]
             self.rows_written += chunk.ts.shape[0]
+            if self._on_rows is not None:
+                try:
+                    self._on_rows(chunk.symbol, chunk.model_version, chunk.names, chunk.ts,
+                                  chunk.values)
+                except Exception as exc:  # noqa: BLE001 - monitoring never stops the writer
+                    _log.warning("feature log: the rows listener failed on %d %s rows (%s: %s)",
+                                 chunk.ts.shape[0], chunk.symbol, type(exc).__name__, exc)
 
     def _write(self, chunk: _Chunk) -> None:
         import pyarrow as pa
@@ -267,6 +304,157 @@ class FeatureLog:
                 tmp.unlink(missing_ok=True)
             _fsync_dir(folder)  # the rename itself survives a power loss
             self.files_written += 1
+
+
+class SlotFeatures:
+    """The loop's feature log (``Services.features``): the latest rows of whichever bundle runs
+    in a slot, one channel per bundle.
+
+    A production swap changes the bundle and maybe its feature list: the new bundle's rows go
+    to a channel of their own (its ``model_version`` column) and the old channel's last rows to
+    the writer, instead of failing the width check or logging rows under the wrong version.
+    :meth:`append` costs the slot look-up and an identity test on top of the channel's.
+
+    :param log: the writer.
+    :param symbol: the traded symbol.
+    :param slot: returns the slot whose rows the loop appends (``lambda: ex.slots["production"]``).
+    :param on_bundle: called with (model_version, feature names, the bundle's drift reference or
+        ``None``) when a bundle's channel opens, in the loop's thread (:meth:`DriftGauges.use`).
+    """
+
+    __slots__ = ("_chan", "_for", "_log", "_on_bundle", "_slot_of", "symbol")
+
+    def __init__(self, log: FeatureLog, symbol: str, slot: Callable[[], ModelSlot | None], *,
+                 on_bundle: Callable[[str, tuple[str, ...], Mapping[str, Any] | None], Any]
+                 | None = None) -> None:
+        self._log, self.symbol = log, symbol
+        self._slot_of, self._on_bundle = slot, on_bundle
+        self._for: ModelSlot | None = None
+        self._chan: FeatureChannel | None = None
+
+    def append(self, ts_ns: int, values: np.ndarray) -> None:
+        """Buffer the slot's row of one bar.
+
+        :param ts_ns: the bar's close, ns since the epoch (UTC).
+        :param values: the slot's raw feature values (:meth:`ModelSlot.raw_features`).
+        :raises OperationalError: the slot is empty, or the row does not match its bundle.
+        """
+        slot = self._slot_of()
+        if slot is not self._for or self._chan is None:
+            self._chan = self._open(slot)
+        self._chan.append(ts_ns, values)
+
+    def _open(self, slot: ModelSlot | None) -> FeatureChannel:
+        if slot is None:
+            raise OperationalError("feature log: the logged slot is empty; the production slot "
+                                   "always holds a model")
+        if self._chan is not None:
+            self._log.release(self._chan)
+        names = tuple(slot.bundle.spec.names)
+        chan = self._log.channel(self.symbol, slot.version, names)
+        self._for = slot
+        if self._on_bundle is not None:
+            self._on_bundle(slot.version, names, slot.bundle.drift)
+        return chan
+
+
+class DriftGauges:
+    """``mia_psi``: the sliding-window PSI of a bundle's top features against the bundle's drift
+    reference (:class:`mia.drift.psi.PSIMonitor`).
+
+    The bundle's ``drift`` block (written by ``mia.pipelines.drift``: ``features`` in the
+    selection's rank order, ``edges`` per feature with ``null`` for the ``+inf`` padding,
+    ``expected`` shares with the missing bucket last) names the features; the first ``top`` of
+    them that the bundle computes are monitored. Rows arrive off the hot path: the feature
+    log's writer thread hands each written block to :meth:`observe` (``FeatureLog(on_rows=)``),
+    so the gauges move once per flush (a full block or ``flush_seconds``). They are set once
+    ``min_bars`` rows are in the window: before, the sampling noise of a 10-bin PSI (about
+    (bins - 1) / n: 0.03 at 300 rows) is not small against ``drift.psi_threshold`` 0.2. A
+    bundle without a usable reference leaves ``mia_psi`` empty, with a warning in the log.
+
+    :param metrics: the gauges.
+    :param top: features monitored. :param window: rows in the sliding window.
+    :param min_bars: rows in the window before the gauges are set.
+    :raises OperationalError: ``top`` or ``window`` below 1, ``min_bars`` outside 1..window.
+    """
+
+    def __init__(self, metrics: ExecutorMetrics, *, top: int = PSI_TOP,
+                 window: int = PSI_WINDOW, min_bars: int = PSI_MIN_BARS) -> None:
+        if top < 1 or window < 1 or not 1 <= min_bars <= window:
+            raise OperationalError(f"drift gauges: need top >= 1 ({top}), window >= 1 "
+                                   f"({window}) and 1 <= min_bars <= window ({min_bars})")
+        self._metrics = metrics
+        self._top, self._window, self._min = top, window, min_bars
+        self._lock = threading.Lock()  # use() in the loop's thread, observe() in the writer's
+        self._version: str | None = None
+        self._names: tuple[str, ...] = ()
+        self._monitor: Any = None
+        self._columns = np.empty(0, dtype=np.intp)
+        self.features: tuple[str, ...] = ()
+
+    def use(self, model_version: str, names: Sequence[str],
+            drift: Mapping[str, Any] | None) -> bool:
+        """Monitor this bundle's rows from now on; the previous bundle's gauges are removed.
+
+        :param model_version: the bundle's version (the rows' ``model_version``).
+        :param names: its feature names, in the order of its rows.
+        :param drift: its drift reference, or ``None``.
+        :return: whether its features are monitored.
+        """
+        built: tuple[Any, np.ndarray, tuple[str, ...]] | None = None
+        if drift is None:
+            _log.warning("drift: bundle v%s has no drift reference; mia_psi stays empty until "
+                         "a bundle with one (the drift stage's psi_reference.json) runs",
+                         model_version)
+        else:
+            try:
+                built = _reference(tuple(names), drift, self._top, self._window)
+            except (OperationalError, KeyError, IndexError, TypeError, ValueError) as exc:
+                _log.warning("drift: bundle v%s has an unusable drift reference (%s: %s); "
+                             "mia_psi stays empty", model_version, type(exc).__name__, exc)
+        with self._lock:
+            self._version, self._names = model_version, tuple(names)
+            self._monitor, self._columns, self.features = built or (None, self._columns, ())
+            self._metrics.clear_psi()
+        return built is not None
+
+    def observe(self, symbol: str, model_version: str, names: tuple[str, ...], ts: np.ndarray,
+                values: np.ndarray) -> None:
+        """Add a block of logged rows (the :data:`RowSink` signature); rows of another bundle
+        than the one in :meth:`use` are ignored.
+
+        :param symbol: the rows' symbol. :param model_version: the bundle that computed them.
+        :param names: their feature names. :param ts: their bar closes, ns.
+        :param values: (n, len(names)) raw feature values.
+        """
+        with self._lock:
+            monitor = self._monitor
+            if monitor is None or model_version != self._version or names != self._names:
+                return
+            block = np.ascontiguousarray(values[:, self._columns], dtype=np.float64)
+            for row in block:
+                monitor.update(row)
+            if monitor.n_observed >= self._min:
+                self._metrics.set_psi(self.features, monitor.psi().tolist())
+
+
+def _reference(names: tuple[str, ...], drift: Mapping[str, Any], top: int,
+               window: int) -> tuple[Any, np.ndarray, tuple[str, ...]]:
+    # the monitor of the reference's first `top` features the bundle computes
+    from mia.drift.psi import PSIMonitor
+
+    listed = [str(n) for n in drift["features"]]
+    at = {n: j for j, n in enumerate(names)}
+    picked = [i for i, n in enumerate(listed) if n in at][:top]
+    if not picked:
+        raise OperationalError(f"none of its {len(listed)} features is among the bundle's "
+                               f"{len(names)}")
+    edges = np.array([[np.inf if e is None else float(e) for e in drift["edges"][i]]
+                      for i in picked], dtype=np.float64)
+    expected = np.array([drift["expected"][i] for i in picked], dtype=np.float64)
+    features = tuple(listed[i] for i in picked)
+    columns = np.array([at[f] for f in features], dtype=np.intp)
+    return PSIMonitor(edges, window, expected), columns, features
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -8,20 +8,37 @@ Per accepted bar, in the order the durable state requires (executor.state) and t
 follows (mia.backtest.bundle_eval), so a replay decides what the backtest decided:
 
 1. the broker fills last bar's orders at this open; each fill is journaled before the next poll;
+   the shadow book's orders are filled here too, hypothetically (below);
 2. the features of every slot advance (executor.slot), then each book's risk engine takes its
-   stops and take-profits inside the bar (filled at their levels);
+   stops and take-profits inside the bar (filled at their levels), told the previous tick's
+   latency (live only: the latency breaker);
 3. equity is marked at the close (limits, breakers);
 4. production and canary decide, the router maps decisions to books, each book's risk engine
    turns its target into an order: journaled, then sent;
 5. the bar is journaled, then acknowledged to the feed, and with it the cross symbol's bar that
    completed it (acked earlier, a crash would lose that close).
 
+Books trade while they have capital (executor.router): under ``split`` at share 1 production
+has none and does not trade; a book no model trades (or without capital) is closed between
+bars. A change of a book's capital (a share step, a canary arriving or leaving) is a transfer,
+not PnL: its risk engine's equity track moves by the amount (:meth:`Executor._rebase`), so a
+share stepped 5 -> 15 -> 50 -> 100 % and back trips no loss limit. The capital each track holds
+is kept beside it (``capital`` in the journaled and snapshotted risk state), so a share changed
+while the process was down is a transfer too.
+
+The ``shadow`` book (routing ``shadow``) never reaches the broker: its orders are journaled and
+filled by the loop at the next bar's open (stops at their levels), priced by the paper broker's
+cost model (``CostModel.fill_price``, commission as the fee), and booked through
+``LiveState.commit_fill``: its positions, cash and hypothetical PnL are in the journal.
+
 Between bars (after every bar, accepted, rejected or redelivered, and on every idle tick):
-model swaps prepared by the watcher, the kill file, the trading state, snapshots, and the
-canary book closed when no canary trades it; the canary rollback rules after accepted bars.
-Bad bars never reach the features: the inline validator rejects them (a bar older than the
-newest one journaled included: only the same message again is a redelivery) and the risk
-engines count the fault (data-quality breaker).
+model swaps prepared by the watcher, the kill file, the trading state, snapshots, and the books
+closed that nothing trades; the canary rollback rules after accepted bars. On an idle tick the
+stale-feed clock runs while the CME session is open (executor.calendar.session_open), connected
+or not. Bad bars never reach the features: the inline validator rejects them (a bar older than
+the newest one journaled included: only the same message again is a redelivery) and the risk
+engines of the trading books count the fault (data-quality breaker), as they count a malformed
+feed message.
 """
 
 from __future__ import annotations
@@ -38,8 +55,9 @@ from typing import Any
 
 import numpy as np
 
+from executor import release
 from executor.broker.base import Fill, Order, OrderRejected, client_id
-from executor.calendar import trade_date
+from executor.calendar import session_open, trade_date
 from executor.canary import CanaryWatch
 from executor.feeds.base import BadMessage, FeedItem, Idle
 from executor.router import Routing
@@ -58,7 +76,9 @@ from executor.state import (
 )
 from mia.envs.costs import CostModel
 from mia.errors import MiaError, OperationalError
-from mia.risk import RiskEngine, RiskRules
+from mia.risk import RiskEngine, RiskInputError, RiskRules
+from mia.risk import snapshot as risk_snapshot
+from mia.risk.limits import start_track
 from mia.validation.inline import InlineValidator
 
 log = logging.getLogger("mia.executor")
@@ -92,6 +112,7 @@ class TickStats:
     orders: int = 0
     exits: int = 0  # stop / take-profit orders among them
     fills: int = 0
+    shadow_fills: int = 0  # hypothetical fills of the shadow book (never at the broker)
     latency_ns: list[int] = field(default_factory=list)
     decisions: list[tuple[int, str, int]] = field(default_factory=list)  # ts, book, target
 
@@ -112,20 +133,29 @@ class Executor:
     :param flatten_on_stop: :meth:`run` closes every book's position when it stops.
     :param history_bars: input rows kept for warming a new model (:meth:`history`); at least
         twice the slots' warm-up.
+    :param snapshot_ns: ns between snapshots.
+    :param wall_ns: the wall clock, ns since the epoch (live "now"; tests pass their own).
+    :param perf_ns: the monotonic counter timing a tick, ns (tests pass their own).
     """
 
     def __init__(self, *, symbol: str, cross_symbol: str | None, params: Any, state: LiveState,
                  slots: dict[str, ModelSlot | None], services: Services, routing: Routing,
                  rollback: RollbackSettings, capital: float, kill_file: Path | None = None,
                  record: bool = False, replay: bool = False, flatten_on_stop: bool = False,
-                 history_bars: int = 0, snapshot_ns: int = 60_000_000_000) -> None:
+                 history_bars: int = 0, snapshot_ns: int = 60_000_000_000,
+                 wall_ns: Callable[[], int] = time.time_ns,
+                 perf_ns: Callable[[], int] = time.perf_counter_ns,
+                 release_dir: Path | None = None) -> None:
         if slots.get("production") is None:
             raise OperationalError("executor: no production model; set the production alias "
                                    "or pass a local bundle")
         self.symbol, self.cross = symbol, cross_symbol
         self.params, self.state, self.slots = params, state, dict(slots)
         self.svc, self.routing, self.capital = services, routing, capital
+        self.release_dir = release_dir  # where `python -m executor release` writes (release.py)
+        self._refused: dict[str, str] = {}  # book -> the risk gate's last refusal
         self.kill_file, self.record = kill_file, record
+        self._wall_ns, self._perf_ns = wall_ns, perf_ns
         c = params.env
         self.costs = CostModel.from_config(_contract(symbol), c)
         self.mult = _contract(symbol).multiplier
@@ -156,7 +186,14 @@ class Executor:
         self._canary_ms = 0.0
         self._snapshot_every, self._last_snapshot = snapshot_ns, 0
         self._bar_ns = state.last_bar_ns.get(symbol, 0)  # the last accepted bar's ts
-        self._orphans = True  # check for a canary book nothing trades (a restart may leave one)
+        self._orphans = True  # check for a book nothing trades (a restart may leave one)
+        self._bad_share: str | None = None  # the invalid share alerted last (_share)
+        self._latency_ms: float | None = None  # the last accepted tick's, for the next on_bar
+        # the capital each engine's equity track holds (_rebase); a risk state journaled
+        # before it was recorded holds today's capital
+        self._basis: dict[str, float] = {
+            key: float(state.risk.get(key, {}).get("capital", self._capital(key.split("/")[0])))
+            for key in self.engines}
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -201,7 +238,7 @@ class Executor:
         :param flatten: send the order that closes each book's position.
         """
         self._set_phase("STOPPING", "stop requested")
-        for book in ("production", "canary"):
+        for book in ("production", "canary", "shadow"):
             self._cancel_working(book, "executor stopping")  # a fill meanwhile: on restart
         if flatten:
             for book in ("production", "canary"):
@@ -218,14 +255,17 @@ class Executor:
         """One feed event: a bar, a bad message, or an idle tick."""
         if isinstance(event, Idle):
             self._between_bars(None)
-            for book, engine in self.engines.items():
-                self._journal_events(book, engine.heartbeat(now_ns=self._now_ns(),
-                                                            session_open=event.connected))
+            # the exchange's calendar says whether bars are due, not the connection: a feed
+            # down in the session is as stale as a silent one, and the break and the weekend
+            # are quiet whatever the connection (docs/executor.md, Known gaps)
+            now = self._now_ns()
+            is_open = session_open(now)
+            for key, engine in self._trading_engines():
+                self._journal_events(key, engine.heartbeat(now_ns=now, session_open=is_open))
             return
         if isinstance(event, BadMessage):
-            self.stats.faults += 1
-            if self.svc.metrics is not None:
-                self.svc.metrics.data_fault(event.code)
+            self._fault(event.code, f"{event.symbol} entry {event.source_id}: {event.reason}",
+                        self._now_ns())
             self._between_bars(None)  # a storm of bad entries still sees the kill file
             return
         for item, row in self._join(event):
@@ -288,7 +328,7 @@ class Executor:
     # --- one bar -----------------------------------------------------------------------------
 
     def _tick(self, item: FeedItem, row: np.ndarray) -> None:
-        t0 = time.perf_counter_ns()
+        t0 = self._perf_ns()
         bar, ts = item.bar, item.ts_ns
         st, j, sym = self.state, self.svc.journal, self.symbol
         if st.seen(sym, ts) and st.redelivered(j, sym, ts, item.source_id):
@@ -308,14 +348,19 @@ class Executor:
         day = trade_date(ts)
         self._poll(ts, ref_price=bar.open)  # last bar's orders, filled at this open
         spread = (bar.extra or {}).get("bid_ask_spread")
+        self._fill_shadow(ts, bar.open, spread)  # the shadow book's, hypothetically
         seq: dict[str, int] = {}
         equity: dict[str, float] = {}
         books = self._books()
+        # the latency breaker judges the previous tick (mia.risk.engine.on_bar); a replay
+        # passes none: the backtest it must equal measures none (test_replay_equals_backtest)
+        latency = None if self.replay else self._latency_ms
         for book, slot_name in books:  # stops and take-profits inside the bar, then the marks
             engine = self._engine(book, day, ts)
+            self._rebase(book, engine)
             feats = self.slots[slot_name].risk_features()  # type: ignore[union-attr]
             risk = engine.on_bar(now_ns=ts, open=bar.open, high=bar.high, low=bar.low,
-                                 close=bar.close, features=feats)
+                                 close=bar.close, features=feats, latency_ms=latency)
             self._journal_events(book, risk.events)
             for e in risk.exits:
                 n = seq.get(book, 0)
@@ -335,8 +380,14 @@ class Executor:
             engine = self.engines[f"{book}/{sym}"]
             feats = self.slots[slot_name].risk_features()  # type: ignore[union-attr]
             position = st.position(book, sym) + st.pending(book, sym)
-            d = engine.decide(target, position=position, equity=equity[book], price=bar.close,
-                              features=feats)
+            try:
+                d = engine.decide(target, position=position, equity=equity[book],
+                                  price=bar.close, features=feats)
+            except RiskInputError as exc:  # an alert, not a stop (mia.risk.state): no order
+                self._risk_refused(book, str(exc))
+                continue
+            if book in self._refused:
+                del self._refused[book]
             if self.record:
                 self.stats.decisions.append((ts, book, int(d.target)))
             if d.order:
@@ -347,29 +398,42 @@ class Executor:
         st.commit(j, bar_entry(sym, ts, item.source_id))
         self._acked(item, ts)
         self.stats.bars += 1
-        elapsed = time.perf_counter_ns() - t0
+        elapsed = self._perf_ns() - t0
         self.stats.latency_ns.append(elapsed)
+        self._latency_ms = elapsed / 1e6
         self._after_bar(ts, bar.close, elapsed)
+
+    def _risk_refused(self, book: str, why: str) -> None:
+        # alerted when the reason changes, not on every bar it repeats
+        if self._refused.get(book) != why:
+            self._refused[book] = why
+            self.alert("critical", "risk_input", f"{book}: the risk gate refused the decision "
+                       f"({why}); no order for this book until it accepts one")
 
     def _reject(self, item: FeedItem, code: str, message: str) -> None:
         # a rejected bar reaches no feature, broker or decision; its fault counts, it is
         # journaled (never judged again) and acked, and the between-bars work runs as after any
         # bar: in a storm of bad bars the trading state, the kill file and snapshots go on
         ts = item.ts_ns
+        self._fault(code, message, ts)
+        self.state.commit(self.svc.journal, bar_entry(self.symbol, ts, item.source_id))
+        self._acked(item, ts)
+        self._between_bars(ts)
+
+    def _fault(self, code: str, message: str, now_ns: int) -> None:
+        # a rejected bar or a malformed feed message: counted by the trading books' engines
+        # (data-quality breaker), journaled, alerted (rate-limited per code by the alerter)
         self.stats.faults += 1
-        for book, engine in self.engines.items():
-            self._journal_events(book, engine.on_fault(now_ns=ts, code=code))
+        for key, engine in self._trading_engines():
+            self._journal_events(key, engine.on_fault(now_ns=now_ns, code=code))
         self.state.commit(self.svc.journal, alert_entry("warning", f"data_{code}", message))
         if self.svc.metrics is not None:
             self.svc.metrics.data_fault(code)
-        if self.svc.alerter is not None:  # rate-limited per code by the alerter
+        if self.svc.alerter is not None:
             from executor.alerts import Alert
 
             self.svc.alerter.send(Alert(level="warning", code="data_fault",
                                         message=f"{code}: {message}", ts_ns=self._now_ns()))
-        self.state.commit(self.svc.journal, bar_entry(self.symbol, ts, item.source_id))
-        self._acked(item, ts)
-        self._between_bars(ts)
 
     def _acked(self, item: FeedItem, ts: int) -> None:
         # the traded bar is journaled: ack it, then the cross bars up to it (the close it used,
@@ -385,8 +449,10 @@ class Executor:
             del acks[:n]
 
     def _books(self) -> list[tuple[str, str]]:
-        # (book, the slot whose features and decision it trades)
-        books = [("production", "production")]
+        # (book, the slot whose features and decision it trades): the books that trade. A book
+        # without capital does not (split at share 1: production); an engine at equity 0 is
+        # refused by the risk gate (docs/executor.md, Known gaps)
+        books = [("production", "production")] if self._capital("production") > 0 else []
         if self.slots.get("canary") is not None and self.routing.share > 0:
             if self.routing.mode == "split":
                 books.append(("canary", "canary"))
@@ -394,8 +460,15 @@ class Executor:
                 books.append(("shadow", "canary"))
         return books
 
+    def _trading_engines(self) -> list[tuple[str, RiskEngine]]:
+        # the engines of the books that trade: an idle book's engine sees no bar, so it would
+        # count stale feeds and data faults that no bar ever clears
+        keys = (f"{book}/{self.symbol}" for book, _ in self._books())
+        return [(k, self.engines[k]) for k in keys if k in self.engines]
+
     def _decide_all(self, ts: int) -> dict[str, float]:
-        prod = self._decide("production", "production")
+        prod = (self._decide("production", "production") if self._capital("production") > 0
+                else None)
         canary = None
         if self.slots.get("canary") is not None and self.routing.share > 0:
             book = "canary" if self.routing.mode == "split" else "production"
@@ -409,7 +482,7 @@ class Executor:
         slot = self.slots[slot_name]
         if slot is None or not slot.ready:
             return None
-        t0 = time.perf_counter_ns()
+        t0 = self._perf_ns()
         try:
             d = slot.decide(self.state.position(book, self.symbol))
         except MiaError as exc:
@@ -418,15 +491,38 @@ class Executor:
                 self.canary_watch.errors += 1
             return None
         if slot_name == "canary":
-            self._canary_ms = (time.perf_counter_ns() - t0) / 1e6
+            self._canary_ms = (self._perf_ns() - t0) / 1e6
         return d.fraction
 
     def _engine(self, book: str, day: Any, ts: int) -> RiskEngine:
         key = f"{book}/{self.symbol}"
         if key not in self.engines:
-            self.engines[key] = RiskEngine(self.rules, equity=self._capital(book),
+            self._basis[key] = self._capital(book)
+            self.engines[key] = RiskEngine(self.rules, equity=self._basis[key],
                                            trade_date=day, now_ns=ts)
         return self.engines[key]
+
+    def _rebase(self, book: str, engine: RiskEngine) -> None:
+        # A change of the book's capital (a share step, a canary arriving or leaving) moves
+        # money between books: the equity track moves by the amount, or the next mark would
+        # read a share stepped 5 -> 15 % as a 10 % loss of production's (loss breaker, daily
+        # loss, drawdown) and a gain of the canary's.
+        key = f"{book}/{self.symbol}"
+        cap = self._capital(book)
+        delta = cap - self._basis.get(key, cap)
+        self._basis[key] = cap
+        if abs(delta) <= 1e-9 * self.capital:
+            return
+        t = engine.track
+        moved = t._replace(day_start=t.day_start + delta, peak=t.peak + delta,
+                           last=t.last + delta)
+        if moved.day_start <= 0.0 < moved.last:  # it lost more before today than it keeps
+            moved = start_track(t.trade_date, moved.last)
+        engine.track = moved
+        if book == "canary":
+            self.canary_watch.transfer(delta)
+        log.info("%s book: capital %+.2f USD to %.2f (routing %s, canary share %g); its equity "
+                 "track moves with it", book, delta, cap, self.routing.mode, self.routing.share)
 
     def _capital(self, book: str) -> float:
         shares = self.routing.capital(self.slots.get("canary") is not None)
@@ -446,7 +542,11 @@ class Executor:
         st, j = self.state, self.svc.journal
         if not st.commit(j, order_entry(order)):
             return  # journaled before a crash: recovery resubmitted it
-        if order.book == "shadow":
+        if order.book == "shadow":  # never at the broker: filled by the loop
+            if self.svc.metrics is not None:
+                self.svc.metrics.order(order.book)
+            if stop_level is not None:  # a stop the bar traded through: at its level, now
+                self._shadow_fill(order, order.quantity, stop_level, order.created_ns, spread)
             return
         try:
             if stop_level is not None and hasattr(self.svc.broker, "fill_stop"):
@@ -473,8 +573,8 @@ class Executor:
             self.stats.fills += 1
             book = next((b for b, q in before.items()
                          if self.state.position(b, f.symbol) != q), "production")
-            if book == "canary" and not self._canary_trades():
-                self._orphans = True  # a late fill after a rollback: closed between bars
+            if all(book != b for b, _ in self._books()):
+                self._orphans = True  # a late fill after a rollback or a share step: closed
             engine = self.engines.get(f"{book}/{f.symbol}")
             if engine is not None:
                 engine.on_fill(f.quantity, ref_price, now_ns=ts)
@@ -484,6 +584,38 @@ class Executor:
         if fills and self.svc.metrics is not None:
             self.svc.metrics.fill(len(fills))
 
+    def _fill_shadow(self, ts: int, open_: float, spread: float | None) -> None:
+        # the shadow book's orders sent before this bar fill at its open, as the paper broker
+        # fills the others (executor.broker.paper: bars_left, created_ns < ts)
+        for open_order in list(self.state.open_orders.values()):
+            o = open_order.order
+            if o.book == "shadow" and o.symbol == self.symbol and o.created_ns < ts:
+                self._shadow_fill(o, o.quantity - open_order.filled, open_, ts, spread)
+
+    def _shadow_fill(self, order: Order, quantity: int, ref: float, ts: int,
+                     spread: float | None) -> None:
+        # priced like the paper broker (the reference moved against the order, the commission
+        # as the fee); the risk engine books it at the reference, as _poll does
+        c = self.costs
+        fill = Fill(f"shadow-{order.client_id}", order.client_id, order.symbol, quantity,
+                    c.fill_price(ref, quantity, spread), abs(quantity) * c.commission_per_side,
+                    ts)
+        before = self.state.position("shadow", order.symbol)
+        if not self.state.commit_fill(self.svc.journal, fill):
+            return
+        self.stats.shadow_fills += 1
+        engine = self.engines.get(f"shadow/{order.symbol}")
+        if engine is not None:
+            engine.on_fill(quantity, ref, now_ns=ts)
+        after = self.state.position("shadow", order.symbol)
+        if before != 0 and (after == 0 or (after > 0) != (before > 0)):
+            self._trades["shadow"] = self._trades.get("shadow", 0) + 1
+        book = self.state.books.get(("shadow", order.symbol))
+        cash = 0.0 if book is None else book.cash
+        log.info("shadow fill %+d %s at %.2f (%s): position %+d, hypothetical PnL %.2f USD "
+                 "marked at the fill", quantity, order.symbol, fill.price, order.reason, after,
+                 cash + after * fill.price * self.mult)
+
     # --- between bars ------------------------------------------------------------------------
 
     def _after_bar(self, ts: int, close: float, elapsed_ns: int) -> None:
@@ -491,11 +623,11 @@ class Executor:
         if m is not None:
             m.observe_tick(elapsed_ns / 1e9)
             m.bar()
-            for book, _ in self._books():
+            # production always: without capital it may still hold what is being closed
+            for book in dict.fromkeys(["production", *(b for b, _ in self._books())]):
                 eq = self._equity(book, close)
-                cap = self._capital(book) or 1.0
-                m.set_book(book, self.state.position(book, self.symbol), eq - cap,
-                           self._book_drawdown(book, eq))
+                m.set_book(book, self.state.position(book, self.symbol),
+                           eq - self._capital(book), self._book_drawdown(book, eq))
         if self.svc.features is not None:
             self.svc.features.append(ts, self.slots["production"].raw_features())  # type: ignore[union-attr]
         self._check_canary(ts, close)
@@ -515,8 +647,29 @@ class Executor:
                                     now_ns=self._now_ns())
                 if event is not None:
                     self._journal_events(book, (event,))
+        if self.release_dir is not None:
+            self._release(release.take(self.release_dir))
         self._set_phase(self._worst_mode(), "risk state")
         self._snapshot()
+
+    def _release(self, request: release.ReleaseRequest | str | None) -> None:
+        # a person's release request (executor.release): every book holding it, or none
+        if request is None:
+            return
+        if isinstance(request, str):
+            self.alert("warning", "release_refused", request)
+            return
+        done, refused = release.apply(request, self.engines, kill_file=self.kill_file,
+                                      now_ns=self._now_ns())
+        if refused is not None:
+            self.alert("warning", "release_refused", f"{request.cause}: {refused}")
+            return
+        for key, event in done:
+            self._journal_events(key, (event,))
+        if request.cause == "breaker.data_quality":  # or the validator keeps rejecting
+            self.validator.reset(self._bar_ns or None)
+        self.alert("info", "hold_released", f"{request.cause} released by {request.by} in "
+                   f"{', '.join(k for k, _ in done)}: {request.why}")
 
     def _check_canary(self, ts: int, close: float) -> None:
         if self.slots.get("canary") is None or self.routing.mode != "split" \
@@ -525,9 +678,9 @@ class Executor:
         eq, cap = self._equity("canary", close), self._capital("canary")
         self.canary_watch.observe(equity=eq, decided=True, latency_ms=self._canary_ms,
                                   trades=self._trades.get("canary", 0))
-        prod_cap = self._capital("production") or 1.0
-        why = self.canary_watch.verdict(equity=eq, capital=cap, production_return=self._equity(
-            "production", close) / prod_cap - 1.0)
+        prod_cap = self._capital("production")  # 0 at share 1: production made nothing
+        prod_return = self._equity("production", close) / prod_cap - 1.0 if prod_cap > 0 else 0.0
+        why = self.canary_watch.verdict(equity=eq, capital=cap, production_return=prod_return)
         if why is not None:
             self.rollback(why)
 
@@ -553,23 +706,23 @@ class Executor:
         self.slots["canary"] = None
         self._orphans = True
 
-    def _canary_trades(self) -> bool:
-        # the canary book has a slot and a share to trade it (split routing): _books()
-        return (self.slots.get("canary") is not None and self.routing.share > 0
-                and self.routing.mode == "split")
-
     def _close_orphans(self) -> None:
-        # A canary book that no canary trades (rolled back, swapped out, not loaded after a
-        # restart) has no stops and no decisions: close what it holds or will hold.
+        # A book that nothing trades has no stops and no decisions: close what it holds or will
+        # hold. The canary's and the shadow's when no canary trades them (rolled back, swapped
+        # out, not loaded after a restart, another routing), production's without capital.
         self._orphans = False
-        if self._canary_trades():
-            return
+        trading = {book for book, _ in self._books()}
         st = self.state
-        q = st.position("canary", self.symbol) + st.pending("canary", self.symbol)
-        if q:
-            ts = self._now_ns()
-            self._send(Order(self._order_id(ts, "canary", 7), self.symbol, -q, "canary",
-                             "flatten: no canary trades this book", ts))
+        for book, why in (("production", "production has no capital (canary share 1)"),
+                          ("canary", "no canary trades this book"),
+                          ("shadow", "no canary trades this book")):
+            if book in trading:
+                continue
+            q = st.position(book, self.symbol) + st.pending(book, self.symbol)
+            if q:
+                ts = self._now_ns()
+                self._send(Order(self._order_id(ts, book, 7), self.symbol, -q, book,
+                                 f"flatten: {why}", ts))
 
     def _cancel_working(self, book: str, why: str) -> None:
         # journal the cancel, then send it; a rejected cancel (filled meanwhile) is alerted,
@@ -578,7 +731,7 @@ class Executor:
         for cid, open_ in list(st.open_orders.items()):
             if open_.order.book != book:
                 continue
-            if st.commit(j, order_entry(open_.order, "cancel", why)):
+            if st.commit(j, order_entry(open_.order, "cancel", why)) and book != "shadow":
                 try:
                     self.svc.broker.cancel(cid)
                 except OrderRejected as exc:
@@ -610,21 +763,38 @@ class Executor:
                                                             slot.version))
             if swap.slot_name == "canary":
                 self.routing = Routing(mode=self.routing.mode,
-                                       share=w.share if slot is not None else 0.0,
+                                       share=self._share(w.share) if slot is not None else 0.0,
                                        overlap_days=self.routing.overlap_days,
                                        canary_since_ns=self._now_ns())
                 self.canary_watch = CanaryWatch(rules=self.canary_watch.rules)
             w.running(swap.slot_name, None if slot is None else slot.version)
-        if self.slots.get("canary") is not None and w.share != self.routing.share:
-            self.routing = Routing(mode=self.routing.mode, share=w.share,
+        share = self._share(w.share)
+        if self.slots.get("canary") is not None and share != self.routing.share:
+            self.routing = Routing(mode=self.routing.mode, share=share,
                                    overlap_days=self.routing.overlap_days,
                                    canary_since_ns=self.routing.canary_since_ns)
+            self._orphans = True  # at share 1 production has nothing left to trade with
+
+    def _share(self, wanted: float) -> float:
+        # a share outside [0, 1] (a canary_share tag set by hand) would give a book negative
+        # capital: keep the running share and say so, once per value
+        if 0.0 <= wanted <= 1.0:
+            return wanted
+        if repr(wanted) != self._bad_share:  # repr: NaN equals itself
+            self._bad_share = repr(wanted)
+            self.alert("critical", "canary_share_invalid",
+                       f"canary share {wanted!r} from the registry is outside [0, 1]; keeping "
+                       f"{self.routing.share:g}: fix the tag with `mia registry set-share S "
+                       "--reason ...`")
+        return self.routing.share
 
     def _snapshot(self, force: bool = False) -> None:
         now = self._now_ns()
         if not force and now - self._last_snapshot < self._snapshot_every:
             return
-        snap = self.state.snapshot(self.svc.journal, taken_ns=now, engines=self.engines)
+        # the engines' state with the capital each track holds (_rebase), as _journal_events
+        self.state.risk.update({k: self._risk_state(k, e) for k, e in self.engines.items()})
+        snap = self.state.snapshot(self.svc.journal, taken_ns=now)
         self.svc.snapshots.write(snap)
         self._last_snapshot = now
 
@@ -635,10 +805,17 @@ class Executor:
         engine = self.engines.get(key)
         for ev in events:
             if engine is not None:
-                self.state.commit(self.svc.journal, risk_entry(key.split("/")[0], self.symbol,
-                                                               ev, engine))
+                entry = risk_entry(key.split("/")[0], self.symbol, ev, engine)
+                entry.payload["engine"] = self._risk_state(key, engine)
+                self.state.commit(self.svc.journal, entry)
             if self.svc.metrics is not None and ev.cause.startswith("breaker."):
                 self.svc.metrics.trip(ev.cause.removeprefix("breaker."))
+
+    def _risk_state(self, key: str, engine: RiskEngine) -> dict[str, Any]:
+        # mia.risk.snapshot plus the capital its equity track holds (restored in __init__)
+        raw = risk_snapshot(engine)
+        raw["capital"] = self._basis.get(key, self._capital(key.split("/")[0]))
+        return raw
 
     def _worst_mode(self) -> str:
         modes = [str(e.mode.name if hasattr(e.mode, "name") else e.mode).upper()
@@ -670,7 +847,7 @@ class Executor:
 
     def _now_ns(self) -> int:
         # a replay's clock is its bars' (orders between bars, kills, alerts at the last bar)
-        return self._bar_ns if self.replay else time.time_ns()
+        return self._bar_ns if self.replay else self._wall_ns()
 
 
 def _contract(symbol: str) -> Any:

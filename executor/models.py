@@ -63,13 +63,17 @@ class ModelWatcher:
     :param history: returns ``(last_seq, rows)``: a copy of the loop's recent input rows.
     :param alert: called with (level, code, message) on a failed poll or load.
     :param poll_seconds: seconds between polls.
+    :param load_slot: builds a slot from a verified bundle directory and its version
+        (default :meth:`ModelSlot.load`; the live process's times its stages).
     """
 
     def __init__(self, cfg: Any, symbol: str, *,
                  history: Callable[[], tuple[int, np.ndarray]],
-                 alert: Callable[[str, str, str], None], poll_seconds: float) -> None:
+                 alert: Callable[[str, str, str], None], poll_seconds: float,
+                 load_slot: Callable[[Path, str], ModelSlot] = ModelSlot.load) -> None:
         self.cfg, self.symbol = cfg, symbol
         self._history, self._alert = history, alert
+        self._load_slot = load_slot
         self._poll = poll_seconds
         self._lock = threading.Lock()
         self._swaps: list[Swap] = []
@@ -98,6 +102,16 @@ class ModelWatcher:
         with self._lock:
             out, self._swaps = self._swaps, []
         return out
+
+    def attach(self, *, history: Callable[[], tuple[int, np.ndarray]],
+               alert: Callable[[str, str, str], None]) -> None:
+        """Point the watcher at the loop it serves, before :meth:`start`.
+
+        :param history: the loop's recent input rows (``Executor.history``).
+        :param alert: where its alerts go (level, code, message); not the journal: its thread
+            is not the journal's writer.
+        """
+        self._history, self._alert = history, alert
 
     def running(self, slot_name: str, version: str | None) -> None:
         """Tell the watcher what the loop runs (after a swap or at start)."""
@@ -176,7 +190,7 @@ class ModelWatcher:
         found = sorted(p.parent for p in local.rglob("bundle.json"))
         if not found:
             raise FileNotFoundError(f"mia-{self.symbol} v{version} holds no bundle")
-        return ModelSlot.load(found[0], version)
+        return self._load_slot(found[0], version)
 
     def _do_clears(self) -> None:
         with self._lock:

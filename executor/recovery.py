@@ -17,15 +17,26 @@ journal fills -> journal each order, then submit it -> journal the bar -> ack th
 
 A position the journal and the broker disagree on is the broker's (it is where the money is):
 recovery adopts it into the ``production`` book, journals a critical alert and the state
-REDUCING, and a person must look at the fills.
+REDUCING, and a person must look at the fills. Given the risk rules (:class:`MismatchHold`),
+the REDUCING reaches the risk engines: the ``production`` book's engine takes the
+:data:`MISMATCH_HOLD` latch (journaled as a risk event, so the loop restores it and trades only
+what reduces) until a person releases it.
+
+Every alert recovery journals (``order_rejected``, ``unknown_order``, ``reconcile_mismatch``, and
+``unknown_fill`` for a drained fill of an order the journal does not know) also goes to the
+``alert`` callback (the live process's alerter: the log, the webhook, ``mia_alerts_total``), also
+when recovery stops half-way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date
 from typing import Final, NamedTuple
 
 from executor.broker.base import Broker, OrderRejected
+from executor.calendar import trade_date
 from executor.journal import Journal
 from executor.snapshots import Loaded, SnapshotStore
 from executor.state import (
@@ -35,10 +46,33 @@ from executor.state import (
     alert_entry,
     order_entry,
     position_entry,
+    risk_entry,
     state_entry,
 )
+from mia.risk import RiskEngine, RiskRules
+from mia.risk import restore as risk_restore
+from mia.risk.state import Mode, engage
 
 _SEVERITY: Final[dict[str, int]] = {"RUNNING": 0, "REDUCING": 1, "HALTED": 2}
+# a latch a person releases (``python -m executor release --cause limit.reconcile_mismatch``)
+MISMATCH_HOLD: Final[str] = "limit.reconcile_mismatch"
+_log = logging.getLogger("executor.recovery")
+
+AlertSink = Callable[[str, str, str], None]  # (level, code, message)
+
+
+class MismatchHold(NamedTuple):
+    """What recovery needs to put the risk engines in REDUCING after a position mismatch.
+
+    :param rules: risk rules per traded symbol.
+    :param equity: the ``production`` book's capital, USD (an engine that does not exist yet
+        starts from it, as the loop would start it).
+    :param now_ns: now, ns since the epoch (the hold's time; a new engine's stale-feed clock).
+    """
+
+    rules: Mapping[str, RiskRules]
+    equity: float
+    now_ns: int
 
 
 class Mismatch(NamedTuple):
@@ -77,7 +111,9 @@ class Recovered(NamedTuple):
 
 def recover(journal: Journal, broker: Broker, snapshots: SnapshotStore, *,
             multipliers: Mapping[str, float],
-            books: Sequence[str] = BROKER_BOOKS) -> Recovered:
+            books: Sequence[str] = BROKER_BOOKS,
+            hold: MismatchHold | None = None,
+            alert: AlertSink | None = None) -> Recovered:
     """Startup and crash recovery, one path: snapshot + journal replay + broker reconciliation.
 
     1. Load the newest valid snapshot of this journal at or before its last record (none:
@@ -85,14 +121,18 @@ def recover(journal: Journal, broker: Broker, snapshots: SnapshotStore, *,
     delivers now and the journal lacks (a crash between fill and journal). 4. Send again the
     journaled open orders the broker does not hold (a crash between journal and submit; submits
     are idempotent). 5. Compare net positions with ``broker.positions()``: on a difference adopt
-    the broker's into the ``production`` book, journal an alert and go REDUCING. Every step
-    journals through :meth:`LiveState.commit`, so a crash during recovery is recovered again.
+    the broker's into the ``production`` book, journal an alert and go REDUCING (with ``hold``,
+    the ``production`` engine latches :data:`MISMATCH_HOLD` first). Every step journals through
+    :meth:`LiveState.commit`, so a crash during recovery is recovered again.
 
     :param journal: the journal (writable).
     :param broker: the broker holding ``books``.
     :param snapshots: the snapshot folder.
     :param multipliers: USD per point for every traded symbol.
     :param books: the books this broker carries (``shadow`` never trades at it).
+    :param hold: the risk rules and capital that put the engines in REDUCING after a
+        mismatch; ``None``: only the journal's trading state says REDUCING.
+    :param alert: called with (level, code, message) for every alert recovery journaled.
     :return: the recovered state and a report.
     :raises TemporaryError: the broker is unreachable (retry ``recover``: it is idempotent).
     :raises OperationalError: a damaged journal or a fill in a symbol without a multiplier.
@@ -104,6 +144,16 @@ def recover(journal: Journal, broker: Broker, snapshots: SnapshotStore, *,
     for record in journal.read(since_seq=state.seq):
         state.replay(record)
         replayed += 1
+    start = journal.last_seq
+    try:
+        return _repair(journal, broker, state, loaded, replayed, books, hold)
+    finally:
+        if alert is not None:
+            _forward_alerts(journal, start, alert)
+
+
+def _repair(journal: Journal, broker: Broker, state: LiveState, loaded: Loaded, replayed: int,
+            books: Sequence[str], hold: MismatchHold | None) -> Recovered:
     drained = sum(state.commit_fill(journal, f) for f in broker.poll_fills())
     working = {o.client_id for o in broker.working()}
     resubmitted: list[str] = []
@@ -125,16 +175,31 @@ def recover(journal: Journal, broker: Broker, snapshots: SnapshotStore, *,
     if unknown:
         state.commit(journal, alert_entry("critical", "unknown_order", "working at the broker "
                                           f"but not in the journal: {', '.join(unknown)}"))
-    mismatches = _reconcile(journal, state, broker.positions(), books)
+    mismatches = _reconcile(journal, state, broker.positions(), books, hold)
     return Recovered(state, loaded, replayed, drained, tuple(resubmitted), tuple(unknown),
                      mismatches)
 
 
+def _forward_alerts(journal: Journal, since_seq: int, alert: AlertSink) -> None:
+    # the alerts this recovery journaled (LiveState.commit_fill journals unknown_fill itself)
+    try:
+        for record in journal.read("alert", since_seq=since_seq):
+            p = record.payload
+            alert(str(p["level"]), str(p["code"]), str(p["message"]))
+    except Exception as exc:  # noqa: BLE001 - they are journaled; never mask recovery's error
+        _log.error("recovery: its journaled alerts could not be sent on (%s); read them in "
+                   "the journal", exc)
+
+
 def _reconcile(journal: Journal, state: LiveState, held: Mapping[str, int],
-               books: Sequence[str]) -> tuple[Mismatch, ...]:
+               books: Sequence[str], hold: MismatchHold | None) -> tuple[Mismatch, ...]:
     symbols = sorted({s for (_, s) in state.books} | set(held))
     found = tuple(Mismatch(s, state.net(s, books), int(held.get(s, 0))) for s in symbols
                   if state.net(s, books) != int(held.get(s, 0)))
+    if found and hold is not None:
+        # before the adoption: a crash between the two finds the mismatch again, and the
+        # latch, once journaled, is not engaged twice
+        _latch(journal, state, found, hold)
     for m in found:
         adopted = state.position(ADOPT_BOOK, m.symbol) + m.broker - m.journal
         why = (f"{m.symbol}: the journal nets {m.journal:+d} over {list(books)}, the broker "
@@ -146,3 +211,35 @@ def _reconcile(journal: Journal, state: LiveState, held: Mapping[str, int],
         state.commit(journal, state_entry(state.trading_state, "REDUCING",
                                           f"position mismatch at recovery: {found}"))
     return found
+
+
+def _latch(journal: Journal, state: LiveState, found: Sequence[Mismatch],
+           hold: MismatchHold) -> None:
+    # The production engine of each mismatched symbol it trades (of every traded symbol when
+    # the mismatch is in one it does not trade): restored from the state, or new, as the loop
+    # would build it; the risk event carries the engine, which the loop restores.
+    traded = sorted({m.symbol for m in found} & set(hold.rules)) or sorted(hold.rules)
+    what = ", ".join(f"{m.symbol} journal {m.journal:+d} broker {m.broker:+d}" for m in found)
+    for symbol in traded:
+        key = f"{ADOPT_BOOK}/{symbol}"
+        raw = state.risk.get(key)
+        if raw is not None:
+            engine = risk_restore(hold.rules[symbol], raw)
+        else:
+            # the day of the newest journaled bar (the feed resumes after it); before any bar,
+            # the earliest: the first bar's mark then rolls the day to it with the day's start
+            # at the capital, as the engine the loop would build at that bar
+            last = state.last_bar_ns.get(symbol)
+            day = trade_date(last) if last is not None else date.min
+            engine = RiskEngine(hold.rules[symbol], equity=hold.equity, trade_date=day,
+                                now_ns=hold.now_ns)
+        engine.state, event = engage(
+            engine.state, MISMATCH_HOLD, Mode.REDUCING, "person", at_ns=hold.now_ns,
+            by="recovery", why=f"position mismatch at recovery ({what}): the broker's "
+            f"position was adopted; reducing only until a person checks the fills and "
+            f"releases {MISMATCH_HOLD}")
+        if event is not None:
+            entry = risk_entry(ADOPT_BOOK, symbol, event, engine)
+            if raw is not None:  # keep what the loop records beside the engine's own state
+                entry.payload["engine"] = {**raw, **entry.payload["engine"]}
+            state.commit(journal, entry)

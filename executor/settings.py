@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from executor.alerts import BODY_KEYS
 from mia.config._checks import NON_NEGATIVE, POSITIVE, UNIT, _Checked
 from mia.config.loader import parse_section, read_yaml
 
@@ -59,6 +60,42 @@ class RollbackSettings(_Checked):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class AlertSettings(_Checked):
+    """Where alerts go beyond the log, and the process's own resource alert.
+
+    :param webhook_fields: fields merged into every webhook's JSON body, e.g. ``{chat_id:
+        "-1001234567890"}`` for Telegram's ``sendMessage`` (which also reads ``text``) or
+        ``{channel: "#mia"}``; values are strings, numbers or booleans. They may not replace
+        the body's own fields (``text``, ``level``, ``code``, ``message``, ``ts``, ``ts_ns``,
+        ``source``, ``suppressed``). Not for secrets: the file is readable by group ``mia``
+        (a bot token belongs in the URL, in the variable ``webhook_env`` names).
+    :param memory_high_mb: resident memory, MiB, above which the process raises a
+        ``memory_high`` warning (log, webhook, ``mia_alerts_total``; once, then every 15
+        minutes while above). 1024 matches ``MemoryHigh=1G`` of
+        ``docker/systemd/mia-executor.service`` and the ``MiaMemoryHigh`` Prometheus rule.
+    """
+
+    webhook_fields: dict[str, str | int | float | bool] = field(default_factory=dict)
+    memory_high_mb: float = field(default=1024.0, metadata=POSITIVE)
+
+    def _cross_checks(self) -> list[str]:
+        out = []
+        reserved = sorted(set(self.webhook_fields) & set(BODY_KEYS))
+        if reserved:
+            out.append(f"webhook_fields: {reserved} would replace the body's own fields "
+                       f"({', '.join(BODY_KEYS)}); rename or remove them")
+        blank = [k for k in self.webhook_fields if not k.strip()]
+        if blank:
+            out.append("webhook_fields: a field name is empty; give every field a name")
+        return out
+
+    @property
+    def memory_high_bytes(self) -> int:
+        """:return: :attr:`memory_high_mb` in bytes."""
+        return int(self.memory_high_mb * 2**20)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ExecutorSettings(_Checked):
     """One executor process.
 
@@ -71,6 +108,7 @@ class ExecutorSettings(_Checked):
     :param kill_file: its existence trips the kill switch (checked every tick).
     :param admin_token_env: environment variable holding the admin HTTP token.
     :param webhook_env: environment variable holding the alert webhook URL (unset: log only).
+    :param alerts: extra webhook body fields and the memory alert (:class:`AlertSettings`).
     """
 
     symbol: Literal["ES", "MNQ"]
@@ -87,6 +125,7 @@ class ExecutorSettings(_Checked):
     admin_token_env: str = "MIA_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
     admin_port: int = field(default=9109, metadata=POSITIVE)
     webhook_env: str = "MIA_ALERT_WEBHOOK"
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     def _cross_checks(self) -> list[str]:
         out = []

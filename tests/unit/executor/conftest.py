@@ -185,7 +185,8 @@ def make_executor(world: World, tmp_path: Path) -> Iterator[MakeExecutor]:
                                       share=share if slots.get("canary") is not None else 0.0),
                       rollback=rollback or RollbackSettings(),
                       capital=p.env.initial_equity if capital is None else capital,
-                      kill_file=kill_file, record=True, replay=True)
+                      kill_file=kill_file, record=True, replay=True,
+                      release_dir=state_dir or tmp_path / "state")
         if warm:
             ex.warm(world.history())
         return ex, state

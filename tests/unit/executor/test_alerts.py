@@ -183,3 +183,58 @@ def test_bad_alerter_settings_are_refused(kwargs, match):
 def test_an_alert_with_an_unknown_level_is_refused():
     with pytest.raises(OperationalError, match="level"):
         Alert(level="fatal", code="x", message="m", ts_ns=TS)
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [({"text": "x"}, "replace the body's own fields"), ({"ts_ns": 0}, "ts_ns"),
+     ({"chat_id": {"nested": 1}}, "string, number or boolean"),
+     ({"ratio": float("nan")}, "ratio"), ({" ": "x"}, "non-empty name")],
+)
+def test_extra_body_fields_that_would_break_the_body_are_refused(extra, match):
+    with pytest.raises(OperationalError, match=match):
+        Alerter(None, extra_body=extra)
+
+
+def test_extra_body_fields_are_merged_next_to_the_alerts_own(webhook):
+    alerter = Alerter(webhook.url, extra_body={"chat_id": -1001, "disable_notification": True,
+                                               "parse_mode": "HTML"})
+    alerter.alert("feed_down", "redis gone", TS)
+    assert alerter.flush(5)
+    (body,) = webhook.bodies
+    assert (body["chat_id"], body["disable_notification"], body["parse_mode"]) == (
+        -1001, True, "HTML")
+    assert body["text"] == "[CRITICAL] feed_down: redis gone"
+    alerter.close()
+
+
+MIB = 2**20
+
+
+def test_memory_high_fires_on_crossing_then_repeats_only_while_above(caplog):
+    from executor.alerts import MemoryWatch
+
+    clock = TestClock(T0)
+    metrics = ExecutorMetrics()
+    watch = MemoryWatch(Alerter(None, metrics=metrics), 1024 * MIB, repeat_s=900.0, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="executor.alerts"):
+        fired = [watch.check(3.0, 900 * MIB), watch.check(3.0, 1100 * MIB),
+                 watch.check(3.0, 1200 * MIB)]
+        clock.advance(899.0)
+        fired.append(watch.check(3.0, 1200 * MIB))
+        clock.advance(1.0)
+        fired.append(watch.check(3.0, 1200 * MIB))  # still above after repeat_s
+        fired.append(watch.check(3.0, 1000 * MIB))  # back under: re-armed
+        fired.append(watch.check(3.0, 1050 * MIB))
+    assert fired == [False, True, False, False, True, False, True]
+    assert watch.raised == 3
+    assert metrics.alerts.labels("warning", "memory_high")._value.get() == 3.0
+    assert "RSS 1,100 MiB > alerts.memory_high_mb 1,024" in caplog.records[0].getMessage()
+    assert caplog.records[0].levelno == logging.WARNING
+
+
+def test_a_memory_watch_without_a_limit_is_refused():
+    from executor.alerts import MemoryWatch
+
+    with pytest.raises(OperationalError, match="must be > 0"):
+        MemoryWatch(Alerter(None), 0)

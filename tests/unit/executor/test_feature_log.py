@@ -191,3 +191,127 @@ def test_kill_9_mid_flush_leaves_only_complete_files(tmp_path):
     assert (got["a"] == i.astype(float)).all()
     assert got["ts"].is_monotonic_increasing
     assert got["ts"].is_unique
+
+
+# --- the loop's view: one channel per production bundle ----------------------------------------
+
+def _slot(version: str, names: tuple[str, ...], drift: object = None) -> object:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(version=version, bundle=SimpleNamespace(
+        spec=SimpleNamespace(names=names), drift=drift))
+
+
+def test_a_production_swap_opens_the_new_bundles_channel_and_keeps_the_old_rows(tmp_path):
+    from executor.feature_log import SlotFeatures
+
+    slots = {"production": _slot("7", NAMES)}
+    opened = []
+    with FeatureLog(tmp_path, flush_rows=100, flush_seconds=3600) as log:
+        feats = SlotFeatures(log, "ES", lambda: slots["production"],
+                             on_bundle=lambda *a: opened.append(a))
+        feats.append(MIDNIGHT, np.array([1.0, 2.0, 3.0]))
+        feats.append(MIDNIGHT + MINUTE, np.array([1.5, 2.5, 3.5]))
+        slots["production"] = _slot("8", ("rsi_14", "vix_es_correlation"), drift={"x": 1})
+        feats.append(MIDNIGHT + 2 * MINUTE, np.array([4.0, 0.5]))  # another width: no error
+        assert len(log._channels) == 1  # the old channel handed its rows over and left
+    got = read_live_features(tmp_path, "ES")
+    assert got["model_version"].tolist() == ["7", "7", "8"]
+    assert got["rsi_14"].tolist() == [1.0, 1.5, 4.0]
+    assert [(v, n) for v, n, _ in opened] == [("7", NAMES),
+                                              ("8", ("rsi_14", "vix_es_correlation"))]
+    assert opened[1][2] == {"x": 1}
+
+
+def test_each_written_block_goes_to_the_rows_listener_and_its_failure_is_only_logged(
+        tmp_path, caplog):
+    seen = []
+
+    def listener(symbol, version, names, ts, values):
+        seen.append((symbol, version, names, ts.tolist(), values.shape))
+        raise RuntimeError("listener bug")
+
+    with caplog.at_level("WARNING", logger="executor.feature_log"):
+        with FeatureLog(tmp_path, flush_rows=2, on_rows=listener) as log:
+            chan = log.channel("ES", "7", NAMES)
+            ts, values = rows(3, MIDNIGHT)
+            for t, v in zip(ts, values, strict=True):
+                chan.append(int(t), v)
+    assert seen == [("ES", "7", NAMES, ts[:2].tolist(), (2, 3)),
+                    ("ES", "7", NAMES, ts[2:].tolist(), (1, 3))]
+    assert log.rows_written == 3  # the listener's error did not stop the writer
+    assert "rows listener failed" in caplog.text
+
+
+# --- the online PSI of the logged rows ---------------------------------------------------------
+
+def _reference(values: np.ndarray, names: tuple[str, ...]) -> dict:
+    from mia.drift.psi import bin_proportions, reference_quantiles
+
+    edges = reference_quantiles(values, 10)
+    return {"features": list(names),
+            "edges": [[float(e) if np.isfinite(e) else None for e in row] for row in edges],
+            "expected": bin_proportions(values, edges).tolist(), "bars": len(values)}
+
+
+def _psi(metrics) -> dict[str, float]:
+    from tests.unit.executor.test_metrics import samples
+
+    return {k[1][0][1]: v for k, v in samples(metrics).items() if k[0] == "mia_psi"}
+
+
+def test_psi_of_the_top_features_is_small_in_distribution_and_large_after_a_shift():
+    from executor.feature_log import DriftGauges
+    from executor.metrics import ExecutorMetrics
+
+    rng = np.random.default_rng(5)
+    ranked = ("momentum_10", "rsi_14")  # the reference's rank order; atr_14 is not in it
+    m = ExecutorMetrics()
+    gauges = DriftGauges(m, top=2, window=400, min_bars=200)
+    assert gauges.use("7", NAMES, _reference(rng.normal(size=(5000, 2)), ranked))
+    assert gauges.features == ranked
+    same = rng.normal(size=(150, 3))
+    gauges.observe("ES", "7", NAMES, np.arange(150), same)
+    assert _psi(m) == {}  # 150 rows: below min_bars
+    gauges.observe("ES", "7", NAMES, np.arange(150), rng.normal(size=(150, 3)))
+    calm = _psi(m)
+    assert set(calm) == set(ranked)
+    assert max(calm.values()) < 0.1
+    shifted = rng.normal(size=(400, 3))
+    shifted[:, 2] += 1.5  # momentum_10 drifts, rsi_14 does not
+    gauges.observe("ES", "7", NAMES, np.arange(400), shifted)
+    drift = _psi(m)
+    assert drift["momentum_10"] > 0.2 > drift["rsi_14"]
+
+
+def test_psi_ignores_other_bundles_rows_and_a_swap_clears_the_old_gauges():
+    from executor.feature_log import DriftGauges
+    from executor.metrics import ExecutorMetrics
+
+    rng = np.random.default_rng(6)
+    m = ExecutorMetrics()
+    gauges = DriftGauges(m, top=3, window=100, min_bars=50)
+    gauges.use("7", NAMES, _reference(rng.normal(size=(2000, 3)), NAMES))
+    gauges.observe("ES", "6", NAMES, np.arange(80), rng.normal(size=(80, 3)))  # late, old
+    assert _psi(m) == {}
+    gauges.observe("ES", "7", NAMES, np.arange(80), rng.normal(size=(80, 3)))
+    assert set(_psi(m)) == set(NAMES)
+    assert not gauges.use("8", NAMES, None)  # no reference in the new bundle
+    assert _psi(m) == {}
+    gauges.observe("ES", "8", NAMES, np.arange(80), rng.normal(size=(80, 3)))
+    assert _psi(m) == {}
+
+
+def test_an_unusable_drift_reference_leaves_psi_empty_with_a_warning(caplog):
+    from executor.feature_log import DriftGauges
+    from executor.metrics import ExecutorMetrics
+
+    gauges = DriftGauges(ExecutorMetrics())
+    with caplog.at_level("WARNING", logger="executor.feature_log"):
+        assert not gauges.use("7", NAMES, {"features": ["not_built"], "edges": [[0.0]],
+                                           "expected": [[0.5, 0.5, 0.0]]})
+        assert not gauges.use("8", NAMES, {"features": list(NAMES)})  # no edges
+    assert "none of its 1 features" in caplog.text
+    assert "KeyError" in caplog.text
+    with pytest.raises(OperationalError, match="min_bars"):
+        DriftGauges(ExecutorMetrics(), window=10, min_bars=20)

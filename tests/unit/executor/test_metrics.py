@@ -206,3 +206,68 @@ def test_lock_free_latency_histogram_exports_what_prometheus_clients_histogram_w
     assert ours.keys() == theirs.keys()
     for key, value in theirs.items():
         assert ours[key] == pytest.approx(value, rel=1e-12)
+
+
+def test_stage_time_added_during_a_tick_is_one_observation_per_stage_at_its_end():
+    m = ExecutorMetrics()
+    m.add_stage("features", 10e-6)
+    m.add_stage("features", 15e-6)  # production and canary: one tick
+    m.add_stage("journal", 30e-6)
+    m.observe_tick(80e-6)
+    m.observe_tick(60e-6)  # nothing added: no stage observation
+    s = samples(m)
+    assert s[("mia_stage_seconds_count", (("stage", "features"),))] == 1.0
+    assert s[("mia_stage_seconds_sum", (("stage", "features"),))] == pytest.approx(25e-6)
+    assert s[("mia_stage_seconds_count", (("stage", "journal"),))] == 1.0
+    assert s[("mia_tick_to_decision_seconds_count", ())] == 2.0
+
+
+def test_stage_time_outside_a_tick_can_be_discarded():
+    m = ExecutorMetrics()
+    m.add_stage("features", 0.5)  # a warm-up
+    m.discard_stages()
+    m.observe_tick(80e-6)
+    assert not [k for k in samples(m) if k[0] == "mia_stage_seconds_count"]
+
+
+def test_timed_adds_the_methods_it_wraps_to_their_stage_and_passes_the_rest_through():
+    from executor.metrics import Timed
+
+    class Journal:
+        last_seq = 41
+
+        def append(self, kind, payload, *, key=None):
+            self.last_seq += 1
+            return key != "dup"
+
+        def get(self, kind, key):
+            return (kind, key)
+
+    class Failing:
+        def submit(self, order):
+            raise ValueError(order)
+
+    m = ExecutorMetrics()
+    journal = Timed(Journal(), m, {"append": "journal", "missing": "never"})
+    assert journal.append("bar", {}, key="k") is True
+    assert journal.append("bar", {}, key="dup") is False
+    assert journal.last_seq == 43
+    assert journal.get("bar", "k") == ("bar", "k")
+    assert not hasattr(journal, "missing")
+    broker = Timed(Failing(), m, {"submit": "broker"})
+    with pytest.raises(ValueError, match="order-1"):
+        broker.submit("order-1")  # a failing call is timed too
+    m.observe_tick(1e-4)
+    s = samples(m)
+    assert s[("mia_stage_seconds_count", (("stage", "journal"),))] == 1.0
+    assert s[("mia_stage_seconds_count", (("stage", "broker"),))] == 1.0
+    assert s[("mia_stage_seconds_sum", (("stage", "journal"),))] > 0.0
+
+
+def test_clearing_psi_removes_the_series_of_the_features_no_longer_monitored():
+    m = ExecutorMetrics()
+    m.set_psi(["rsi_14", "atr_14"], [0.05, 0.31])
+    m.clear_psi()
+    m.set_psi(["vix_es_correlation"], [0.02])
+    psi = {k: v for k, v in samples(m).items() if k[0] == "mia_psi"}
+    assert psi == {("mia_psi", (("feature", "vix_es_correlation"),)): 0.02}

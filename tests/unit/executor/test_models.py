@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
 
 from executor.models import ModelWatcher
 from executor.slot import ModelSlot
@@ -242,3 +243,28 @@ def test_an_unreachable_registry_alerts_and_the_loop_trades_on(world, make_execu
     stats = ex.run(islice(world.replay(), 400))
     assert ex.slots["production"].version == "1"
     assert stats.bars == 200
+
+
+def test_the_live_loader_builds_timed_slots_whose_background_warm_up_is_not_timed(
+        registry, world, make_executor):
+    from executor.app import TimedSlot
+    from executor.metrics import ExecutorMetrics
+
+    aliases(registry, production="1", canary="2", share=0.5)
+    metrics = ExecutorMetrics()
+    ex, _ = make_executor()
+    alerts = Alerts()
+    watcher = ModelWatcher(registry.cfg, "ES", history=lambda: (0, np.empty((0, 23))),
+                           alert=lambda *a: None, poll_seconds=60.0,
+                           load_slot=TimedSlot.loader(metrics))
+    watcher.attach(history=ex.history, alert=alerts)  # the loop it serves, after its start
+    watcher.running("production", "1")
+    watcher.poll_once()
+    (swap,) = watcher.take()
+    assert alerts == []
+    assert swap.slot_name == "canary"
+    assert isinstance(swap.slot, TimedSlot)
+    assert swap.slot.ready  # warmed on the loop's rows, in this (the watcher's) thread
+    assert swap.slot.metrics is metrics
+    metrics.observe_tick(0.0)
+    assert "stage=\"features\"" not in generate_latest(metrics.registry).decode()

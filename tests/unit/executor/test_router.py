@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from executor.router import NS_PER_DAY, Routing
+from mia.errors import ConfigError
 
 T0 = 1_704_205_800_000_000_000  # 2024-01-02 14:30 UTC
 
@@ -55,5 +56,35 @@ def test_shadow_runs_the_canary_on_a_shadow_book_and_production_keeps_all_capita
     assert r.targets(0.4, -0.7, T0) == {"production": 0.4, "shadow": -0.7}
 
 
-def test_shadow_book_without_a_share_is_sized_like_the_whole_account():
-    assert Routing(mode="shadow", share=0.0).capital(has_canary=True)["shadow"] == 1.0
+def test_shadow_book_without_a_share_has_no_capital_and_production_keeps_all():
+    # the shadow's capital is notional, the canary's share; at 0 there is no shadow book
+    assert Routing(mode="shadow", share=0.0).capital(has_canary=True) == {
+        "production": 1.0, "shadow": 0.0}
+
+
+@pytest.mark.parametrize("share", [0.05, 0.5, 1.0])
+def test_shadow_never_takes_real_capital_from_production(share):
+    capital = Routing(mode="shadow", share=share).capital(has_canary=True)
+    assert capital["production"] == 1.0
+    assert capital["shadow"] == share
+
+
+def test_split_at_share_one_leaves_production_no_capital():
+    assert Routing(mode="split", share=1.0).capital(has_canary=True) == {
+        "production": 0.0, "canary": 1.0}
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, float("nan")])
+def test_a_share_outside_zero_to_one_is_refused_with_the_fix(share):
+    with pytest.raises(ConfigError, match=r"outside \[0, 1\].*set-share"):
+        Routing(mode="split", share=share)
+
+
+def test_an_unknown_routing_mode_is_refused():
+    with pytest.raises(ConfigError, match="use split, overlap or shadow"):
+        Routing(mode="blend", share=0.1)  # type: ignore[arg-type]
+
+
+def test_a_negative_overlap_is_refused():
+    with pytest.raises(ConfigError, match="overlap_days"):
+        Routing(mode="overlap", overlap_days=-1.0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from executor.settings import ExecutorSettings, RollbackSettings, load_settings
+from executor.settings import AlertSettings, ExecutorSettings, RollbackSettings, load_settings
 from mia.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -49,6 +49,7 @@ def test_the_example_sets_every_setting_so_the_annotations_cover_them_all():
     doc = yaml.safe_load(EXAMPLE.read_text())
     assert set(doc) == {f.name for f in dataclasses.fields(ExecutorSettings)}
     assert set(doc["rollback"]) == {f.name for f in dataclasses.fields(RollbackSettings)}
+    assert set(doc["alerts"]) == {f.name for f in dataclasses.fields(AlertSettings)}
 
 
 def test_the_operator_guide_shows_the_example_verbatim():
@@ -129,3 +130,36 @@ def test_a_token_pasted_in_place_of_the_variable_name_is_refused_without_echoing
     msg = error_of(tmp_path, MINIMAL + f"admin_token_env: {token}\n")
     assert "admin_token_env" in msg
     assert token not in msg
+
+
+def test_alerts_default_to_no_extra_fields_and_the_systemd_memory_high(tmp_path):
+    s = load_settings(write(tmp_path, MINIMAL))
+    assert s.alerts.webhook_fields == {}
+    assert s.alerts.memory_high_mb == 1024.0
+    assert s.alerts.memory_high_bytes == 2**30  # MemoryHigh=1G of the systemd unit
+    unit = (REPO / "docker" / "systemd" / "mia-executor.service").read_text()
+    assert "MemoryHigh=1G" in unit
+
+
+def test_webhook_fields_from_the_file_carry_scalars_into_the_body(tmp_path):
+    s = load_settings(write(tmp_path, MINIMAL + "alerts:\n  webhook_fields:\n"
+                            "    chat_id: '-1001234567890'\n    disable_notification: true\n"
+                            "    thread: 7\n  memory_high_mb: 800\n"))
+    assert s.alerts.webhook_fields == {"chat_id": "-1001234567890",
+                                       "disable_notification": True, "thread": 7}
+    assert s.alerts.memory_high_mb == 800.0
+
+
+@pytest.mark.parametrize(
+    ("alerts", "expected"),
+    [("{webhook_fields: {text: hi}}",
+      "alerts.webhook_fields: ['text'] would replace the body's own fields"),
+     ("{webhook_fields: {chat_id: {id: 1}}}",
+      "alerts.webhook_fields.chat_id: expected str or int or float or bool, got mapping"),
+     ("{webhook_fields: {chat_id: null}}", "alerts.webhook_fields.chat_id: expected str"),
+     ("{webhook_fields: [chat_id]}", "alerts.webhook_fields: expected mapping"),
+     ("{memory_high_mb: 0}", "alerts.memory_high_mb: 0.0 is out of range; expected > 0"),
+     ("{webhook_url: x}", "alerts.webhook_url: unknown key")],
+)
+def test_bad_alert_settings_name_their_key(tmp_path, alerts, expected):
+    assert expected in error_of(tmp_path, MINIMAL + f"alerts: {alerts}\n")
