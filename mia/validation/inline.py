@@ -2,8 +2,13 @@
 
 Runs first in every tick (design.md section 5), before a bar reaches the feature state. It
 imports neither pandas nor GX nor numpy: the executor's import budget and its tick latency are
-both measured. A rejected bar changes nothing: the last accepted timestamp and close stay what
-they were, so one bad tick cannot move the reference the next bar is judged against.
+both measured. A rejected bar leaves the last accepted timestamp and close what they were, so one
+bad tick cannot move the reference the next bar is judged against. The one thing a rejection
+remembers is a ``jump``'s close: when the next bar's close agrees with it (within the same
+``max_jump_atr x atr``), two bars in a row have confirmed a new level — a real gap at the open, a
+crash, a release — and that next bar is accepted as a real move (then judged by the risk
+engine's volatility breaker). Without it every later bar would be a jump from a close the market
+has left, and a Sunday open beyond the limit would halt trading until a person re-anchored.
 
 Fault codes, in the order they are checked (the first broken rule is reported):
 
@@ -16,7 +21,8 @@ Fault codes, in the order they are checked (the first broken rule is reported):
 ``future``         ts is later than now + max_clock_skew_s (a bad clock would block every later
                    bar as non_monotonic)
 ``stale``          now - ts > max_staleness_s
-``jump``           |close - last accepted close| > max_jump_atr x atr (only when atr > 0)
+``jump``           |close - last accepted close| > max_jump_atr x atr (only when atr > 0),
+                   unless the previous bar was a jump whose close is within that of this one
 =================  =============================================================================
 """
 
@@ -59,7 +65,8 @@ class InlineValidator:
         clock).
     """
 
-    __slots__ = ("_max_jump_atr", "_max_skew_ns", "_max_stale_ns", "last_close", "last_ts_ns")
+    __slots__ = ("_max_jump_atr", "_max_skew_ns", "_max_stale_ns", "jump_close", "last_close",
+                 "last_ts_ns")
 
     def __init__(
         self, max_staleness_s: float, max_jump_atr: float, *, max_clock_skew_s: float = 2.0
@@ -74,6 +81,7 @@ class InlineValidator:
         self._max_skew_ns = max_clock_skew_s * _NS
         self.last_ts_ns: int | None = None
         self.last_close: float | None = None
+        self.jump_close: float | None = None  # the close of a jump rejected by the last check
 
     def reset(self, last_ts_ns: int | None = None, last_close: float | None = None) -> None:
         """Forget (or set) the last accepted bar: after warming from history, or when an operator
@@ -84,6 +92,7 @@ class InlineValidator:
         """
         self.last_ts_ns = last_ts_ns
         self.last_close = last_close
+        self.jump_close = None
 
     def check(
         self,
@@ -139,14 +148,16 @@ class InlineValidator:
             return Fault("stale", f"ts={_iso(ts_ns)} is {age / _NS:.3f} s old at now="
                          f"{_iso(now_ns)} (max {self._max_stale_ns / _NS:g} s); bar rejected, "
                          "state unchanged")
-        last_close = self.last_close
+        last_close, jumped = self.last_close, self.jump_close
+        self.jump_close = None
         if last_close is not None and atr > 0.0:
-            move = abs(close - last_close)
-            if move > self._max_jump_atr * atr:
+            move, limit = abs(close - last_close), self._max_jump_atr * atr
+            if move > limit and (jumped is None or abs(close - jumped) > limit):
+                self.jump_close = close
                 return Fault("jump", f"close={close!r} at {_iso(ts_ns)} moved {move!r} from the "
                              f"last accepted close={last_close!r}, more than "
-                             f"{self._max_jump_atr:g} x atr={atr!r}; bar rejected, state "
-                             "unchanged")
+                             f"{self._max_jump_atr:g} x atr={atr!r} (a next bar at this level "
+                             "confirms a real move); bar rejected, state unchanged")
         self.last_ts_ns = ts_ns
         self.last_close = close
         return None

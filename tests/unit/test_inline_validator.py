@@ -94,6 +94,20 @@ def test_jump_is_measured_from_the_last_accepted_close_after_a_rejection() -> No
     assert check(v, bar(close=4807.0, high=4807.0)) is None
 
 
+def test_a_jump_the_next_bar_confirms_is_a_real_move_and_a_lone_spike_is_not() -> None:
+    v = fresh()  # last accepted close 4800, 4 x ATR = 8
+    assert check(v, bar(close=4820.0, high=4820.0)).code == "jump"
+    assert check(v, bar(close=4822.0, high=4822.0)) is None  # within 8 of 4820: confirmed
+    assert (v.last_close, v.jump_close) == (4822.0, None)
+    w = fresh()
+    assert check(w, bar(close=4820.0, high=4820.0)).code == "jump"
+    assert check(w, bar(close=4760.0, low=4760.0)).code == "jump"  # agrees with neither
+    assert check(w, bar(close=4801.0, high=4801.0)) is None  # back at the accepted level
+    assert w.jump_close is None
+    w.reset(T0, 4800.0)
+    assert w.jump_close is None
+
+
 def test_jump_rule_is_skipped_without_a_positive_atr() -> None:
     for atr in (0.0, -1.0, math.nan):
         v = fresh()

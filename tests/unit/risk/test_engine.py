@@ -64,7 +64,19 @@ def test_flash_crash_trips_the_volatility_breaker_stops_the_long_and_cools_down(
     assert events[0].why == "15 clean bars after the trip"
 
 
-def test_data_faults_after_a_real_jump_halt_until_a_person_resets_validator_and_breaker():
+def test_a_real_jump_is_accepted_once_the_next_bar_confirms_it_and_no_fault_streak_follows():
+    validator = InlineValidator(max_staleness_s=120.0, max_jump_atr=8.0)
+    for i in range(5):
+        ts = T0 + i * MIN
+        assert validator.check(ts, 4000.0, 4001.0, 3999.0, 4000.0, 100.0, ts, 4.0) is None
+    ts = T0 + 5 * MIN  # the market gaps 100 points (a Sunday open, a release): one bar rejected
+    assert validator.check(ts, 3900.0, 3901.0, 3899.0, 3900.0, 100.0, ts, 4.0).code == "jump"
+    ts += MIN  # the next bar agrees with the new level: a real move, accepted
+    assert validator.check(ts, 3901.0, 3902.0, 3899.0, 3901.0, 100.0, ts, 4.0) is None
+    assert validator.last_close == 3901.0
+
+
+def test_data_faults_after_a_spike_storm_halt_until_a_person_resets_validator_and_breaker():
     eng, validator = _engine(), InlineValidator(max_staleness_s=120.0, max_jump_atr=8.0)
     for i in range(5):  # accepted bars around 4000
         ts = T0 + i * MIN
@@ -72,9 +84,10 @@ def test_data_faults_after_a_real_jump_halt_until_a_person_resets_validator_and_
         _bar(eng, i, 4000.0, 4001.0, 3999.0, 4000.0)
     _enter_long(eng, 5)
     events = []
-    for i in range(6, 12):  # the market really jumped 100 points: every bar is now a "jump"
+    for i in range(6, 12):  # a broken feed: each bar jumps, none agrees with the one before
         ts = T0 + i * MIN
-        fault = validator.check(ts, 3900.0, 3901.0, 3899.0, 3900.0, 100.0, ts, 4.0)
+        level = 3900.0 if i % 2 else 4100.0
+        fault = validator.check(ts, level, level + 1, level - 1, level, 100.0, ts, 4.0)
         assert fault is not None
         assert fault.code == "jump"
         events += eng.on_fault(now_ns=ts, code=fault.code)
