@@ -12,6 +12,9 @@ buy-and-hold 12; random walk, the best agent's deflated Sharpe 0.00 (threshold 0
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
 import pytest
 
 from mia.agents import AGENTS
@@ -24,11 +27,23 @@ STEPS = 6000
 MARGIN = 10.0  # annualised Sharpe points above buy-and-hold and above zero
 
 
+def _train(job):
+    import torch
+
+    torch.set_num_threads(1)  # one core per process: two processes fill the machine
+    p, data, agent, fold, folder = job
+    return train_fold(p, data, agent, fold, folder=folder, timesteps=STEPS)
+
+
 def _walk_forward(tmp_path, **market):
+    # the ten (agent, fold) trainings side by side, as `mia train --workers 2` runs them: each
+    # is seeded by (agent, fold) alone, so the order they finish in changes nothing
     p = small_params()
     data = synthetic_table(p, **market)
-    results = [train_fold(p, data, a, f, folder=tmp_path / a / str(f.index), timesteps=STEPS)
-               for a in AGENTS for f in data.layout.folds]
+    jobs = [(p, data, a, f, tmp_path / a / str(f.index))
+            for a in AGENTS for f in data.layout.folds]
+    with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
+        results = list(pool.map(_train, jobs))
     return p, evaluate(p, data, results)
 
 

@@ -6,7 +6,7 @@ and dropped afterwards; the api-server, scheduler, dag-processor and two Celery 
 subprocesses sharing one MIA_HOME (several machines would share it over a network file system or
 move the stores to S3). The workers' task queue is private to the test, so another user of the
 same Redis is neither disturbed nor competing. ``mia_retrain`` is triggered with a REST call
-(tiny data, 1,024 steps per fold — one PPO rollout: the gate's verdict is not the point here)
+(two weeks of data, 1,024 steps per fold — one PPO rollout: the verdict is not the point here)
 and the mapped training tasks must have run on both workers: each worker names itself through
 ``MIA_WORKER_NAME`` (mia.orchestration.worker_hostname), which Airflow stores in the task
 instance's ``hostname``. Skipped, with the reason, where Postgres or Redis is absent, or where the
@@ -28,6 +28,7 @@ import urllib.request
 import uuid
 
 import pytest
+import yaml
 
 from mia.orchestration import airflow_env
 from tests.e2e.test_dag_retrain import tiny_params
@@ -128,7 +129,7 @@ def cluster(tmp_path_factory):
     port = _free_port()
     home = root / "mia"
     env = airflow_env(root / "airflow", executor="CeleryExecutor", mia_home=home,
-                      params=tiny_params(root / "params.yaml"),
+                      params=_small_params(root / "params.yaml"),
                       database_url=f"postgresql://postgres@{PG[0]}:{PG[1]}/{af_db}",
                       broker_url=f"redis://{REDIS[0]}:{REDIS[1]}/0", api_port=port)
     env.update({
@@ -183,6 +184,16 @@ def cluster(tmp_path_factory):
         import redis
 
         redis.Redis(*REDIS).delete(queue, f"_kombu.binding.{queue}")
+
+
+def _small_params(path):
+    # tiny_params on two weeks (test_dvc.py's walk-forward): the Celery fan-out is under test,
+    # not the verdict, so fewer bars to build, select and score
+    p = yaml.safe_load(tiny_params(path).read_text())
+    p["data"]["end"] = "2024-01-16"
+    p["walk_forward"].update(train_bars=3000, validation_bars=1500, folds=2, holdout_bars=1000)
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+    return path
 
 
 def test_retrain_triggered_by_rest_runs_mapped_training_on_both_celery_workers(cluster):
