@@ -40,6 +40,17 @@ def submits(journal: Journal, since_seq: int = 0) -> list[dict[str, Any]]:
     return [r.payload for r in journal.read("order", since_seq) if r.payload["action"] == "submit"]
 
 
+def until_holding(ex: Any, events: Iterator[Any], book: str) -> int:
+    """Feed ``events`` until ``book`` holds a filled position with nothing pending (the rest
+    stay in the iterator); :return: that position (0 if it never came)."""
+    for ev in events:
+        ex.handle(ev)
+        if ev.bar.symbol == "MNQ" and ex.state.position(book, "ES") != 0 \
+                and not ex.state.pending(book, "ES"):
+            break
+    return int(ex.state.position(book, "ES"))
+
+
 def production_targets(stats: Any, book: str = "production") -> dict[int, int]:
     return {ts: target for ts, b, target in stats.decisions if b == book}
 
@@ -427,12 +438,7 @@ def test_a_rollback_closes_the_canary_position_with_one_order_and_the_canary_sto
         world, make_executor):
     ex, st = make_executor(canary=True, share=0.5, rollback=LOOSE)
     events = iter(es_bars(900, world.replay()))
-    for ev in events:
-        ex.handle(ev)
-        if ev.bar.symbol == "MNQ" and ex.state.position("canary", "ES") != 0 \
-                and not ex.state.pending("canary", "ES"):
-            break
-    held = ex.state.position("canary", "ES")
+    held = until_holding(ex, events, "canary")
     assert held != 0
     production = ex.state.position("production", "ES")
     seq = st.journal.last_seq

@@ -28,6 +28,7 @@ from executor.journal import Journal
 from executor.settings import RollbackSettings
 from executor.slot import ModelSlot
 from mia.risk import Mode
+from tests.unit.executor.test_loop import until_holding
 
 ET, CT = ZoneInfo("America/New_York"), ZoneInfo("America/Chicago")
 LOOSE = RollbackSettings(max_drawdown=1.0, min_trades=10**6, underperformance=1e9,
@@ -210,12 +211,7 @@ def test_a_shadow_book_that_no_canary_trades_any_more_is_closed(world, make_exec
     ex, st = make_executor(canary=True, share=0.2, mode="shadow", rollback=LOOSE,
                            watcher=watcher)
     events = iter(es_bars(900, world.replay()))
-    for ev in events:
-        ex.handle(ev)
-        if ev.bar.symbol == "MNQ" and ex.state.position("shadow", "ES") != 0 \
-                and not ex.state.pending("shadow", "ES"):
-            break
-    held = ex.state.position("shadow", "ES")
+    held = until_holding(ex, events, "shadow")
     assert held != 0
     seq = st.journal.last_seq
     watcher.share = 0.0  # the canary's share cleared
@@ -530,5 +526,6 @@ def test_a_refused_decision_is_alerted_once_and_the_loop_goes_on(world, make_exe
     assert stats.bars == 100
     alerts = [r.payload["message"] for r in st.journal.read("alert")
               if r.payload["code"] == "risk_input"]
-    assert len(alerts) == 1 and "no trade record" in alerts[0]
+    assert len(alerts) == 1
+    assert "no trade record" in alerts[0]
     assert [r for r in st.journal.read("order") if r.payload["action"] == "submit"] == []

@@ -54,7 +54,8 @@ def test_a_release_from_the_cli_resumes_a_running_executor_between_bars(world, m
     ex.run(islice(world.replay(), 1200, 2400))  # later bars of the same replay
     released = [e for e in _risk_events(st.journal, "kill_switch") if e["action"] == "release"]
     assert len(released) == 1
-    assert released[0]["by"] == "alice" and released[0]["why"] == "feed checked"
+    assert released[0]["by"] == "alice"
+    assert released[0]["why"] == "feed checked"
     assert released[0]["to"] == "RUNNING"
     assert not (state_dir / release.FILE).exists()  # applied once
     assert ex.engines["production/ES"].mode is Mode.RUNNING
