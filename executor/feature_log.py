@@ -141,7 +141,7 @@ class FeatureLog:
         self.home = Path(home)
         root = symbol_dir(self.home, "_").parent
         try:
-            root.mkdir(parents=True, exist_ok=True)
+            _private_dirs(root, self.home)
         except OSError as exc:
             raise OperationalError(f"feature log: cannot create {root} ({exc}); point MIA_HOME "
                                    "at a writable directory") from exc
@@ -290,13 +290,14 @@ class FeatureLog:
                 columns[name] = pa.array(block[j])
             day = datetime.fromtimestamp(int(days[lo]) * 86_400, tz=UTC).date()
             folder = day_dir(self.home, chunk.symbol, day)
-            folder.mkdir(parents=True, exist_ok=True)
+            _private_dirs(folder, self.home)
             self._seq += 1
             name = f"{PART_PREFIX}{int(chunk.ts[lo]):019d}-{os.getpid()}-{self._seq:06d}"
             final = folder / f"{name}{PART_SUFFIX}"
             tmp = folder / f".{name}{PART_SUFFIX}.tmp"
             try:
                 pq.write_table(pa.table(columns), tmp, compression="zstd")
+                os.chmod(tmp, 0o600)  # pyarrow creates it with the umask's mode
                 with open(tmp, "rb") as fh:
                     os.fsync(fh.fileno())
                 os.replace(tmp, final)
@@ -304,6 +305,17 @@ class FeatureLog:
                 tmp.unlink(missing_ok=True)
             _fsync_dir(folder)  # the rename itself survives a power loss
             self.files_written += 1
+
+
+def _private_dirs(folder: Path, home: Path) -> None:
+    # the folder and every folder between it and MIA_HOME: 0700 whatever the umask (the live
+    # rows are the model's inputs; the journal's folder is private for the same reason)
+    folder.mkdir(parents=True, exist_ok=True)
+    for d in (folder, *folder.parents):
+        if d == home or home not in d.parents:
+            break
+        if d.stat().st_mode & 0o777 != 0o700:
+            os.chmod(d, 0o700)
 
 
 class SlotFeatures:

@@ -17,8 +17,11 @@ again is a no-op that returns ``False``, so a bar redelivered after a crash, a r
 or a fill the broker delivers twice is booked once. Triggers refuse UPDATE and DELETE.
 
 Failure. A write that fails (disk full, I/O error, the ``max_bytes`` budget) raises
-:class:`JournalError` (an :class:`~mia.errors.OperationalError`: the loop goes HALTED). SQLite
-rolls the statement back, so the file keeps every earlier record and no half record.
+:class:`JournalError` (an :class:`~mia.errors.OperationalError`). SQLite rolls the statement
+back, so the file keeps every earlier record and no half record. The state latches HALTED and
+refuses every later write (:class:`executor.state.LiveState`), so nothing more is sent; the
+error leaves the loop and ``python -m executor`` exits 2 with the one-line reason; the restart
+recovers from the journal as it is (``tests/e2e/test_chaos_journal.py``).
 
 Files. The directory is made ``0700`` and the database (and SQLite's ``-wal`` / ``-shm``, which
 copy its mode) ``0600``: the journal holds positions and orders. One writer at a time: the writer

@@ -26,22 +26,39 @@ agree on their payloads:
 Cash is the USD the book's fills moved (0 at the start): equity = the book's capital + cash +
 position x price x multiplier. Books: ``production`` and ``canary`` trade at the broker,
 ``shadow`` never does (its hypothetical fills come from its own paper broker, if any).
+
+Risk engines after a crash. A book's risk state (``risk``) is the engine as it was when a risk
+event was journaled or a snapshot taken; the fills journaled after that are kept beside it
+(``risk_fills``) and :meth:`LiveState.restore_engines` books them into the restored engine, so
+its trade record holds the book's position again. Without that, a crash after a fill and before
+the next risk state left the gate refusing every decision of the book (position and trade
+record disagree) and no stop guarding it (``tests/e2e/test_chaos_journal.py``).
+
+A failed journal write latches (:attr:`LiveState.journal_failed`): the state reads ``HALTED``
+and every later :meth:`LiveState.commit` refuses before writing, so nothing journals first and
+sends after on a state that may lack the record that failed (a fill the broker made, say). A
+restart recovers from the journal as it is.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from executor.broker.base import Fill, Order
-from executor.journal import Journal, Record
+from executor.journal import Journal, JournalError, Record
 from executor.snapshots import Snapshot
 from mia.errors import OperationalError
+from mia.risk import EntryPlan, RiskFeatures, RiskInputError
 from mia.risk import restore as risk_restore
 from mia.risk import snapshot as risk_snapshot
+from mia.risk.sizing import stop_distance
 
 if TYPE_CHECKING:
     from mia.risk import RiskEngine, RiskEvent, RiskRules
+
+log = logging.getLogger(__name__)
 
 BROKER_BOOKS: Final[tuple[str, ...]] = ("production", "canary")
 ADOPT_BOOK: Final[str] = "production"  # takes a position difference found at reconciliation
@@ -150,6 +167,38 @@ def alert_entry(level: str, code: str, message: str) -> Entry:
 
 # --- the state -----------------------------------------------------------------------------
 
+class RiskStates(dict[str, dict[str, Any]]):
+    """Risk states by ``"<book>/<symbol>"`` (``mia.risk.snapshot``) that know what they miss.
+
+    Setting a book's state (a risk event folded in, the loop's refresh before a snapshot)
+    starts its list of later fills afresh: :meth:`fills` are the fills journaled after it,
+    which the restored engine must still book (module doc).
+    """
+
+    def __init__(self, fills: Mapping[str, Sequence[Sequence[Any]]] | None = None) -> None:
+        super().__init__()
+        self.after: dict[str, list[list[Any]]] = {k: [list(f) for f in v]
+                                                  for k, v in (fills or {}).items()}
+
+    def __setitem__(self, key: str, value: dict[str, Any]) -> None:
+        super().__setitem__(key, value)
+        self.after[key] = []
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Set several books' states (each starts its list of later fills afresh)."""
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def fill(self, key: str, quantity: int, price: float, ts_ns: int) -> None:
+        """Note a fill of a book that has a state (books without one start fresh anyway)."""
+        if key in self:
+            self.after.setdefault(key, []).append([quantity, price, ts_ns])
+
+    def fills(self, key: str) -> list[list[Any]]:
+        """:return: ``[quantity, price, ts_ns]`` of the book's fills after its state."""
+        return self.after.get(key, [])
+
+
 class LiveState:
     """Everything recovery restores (module doc); owned by the loop thread.
 
@@ -165,7 +214,8 @@ class LiveState:
         self.model_versions: dict[str, str] = {}
         self.canary_share: float | None = None
         self.trading_state = "STARTING"
-        self.risk: dict[str, dict[str, Any]] = {}  # "<book>/<symbol>" -> mia.risk.snapshot
+        self.risk = RiskStates()  # "<book>/<symbol>" -> mia.risk.snapshot (and later fills)
+        self.journal_failed: str | None = None  # the failed write that latched (module doc)
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -209,11 +259,22 @@ class LiveState:
         :param journal: the journal.
         :param entry: the record.
         :return: ``True`` if new, ``False`` if its key was journaled before (state unchanged).
-        :raises JournalError: the write failed: halt; the state is what the journal holds.
+        :raises JournalError: the write failed, now or at an earlier commit: halt; the state is
+            what the journal holds, and it stays ``HALTED`` until a restart (module doc).
         """
+        if self.journal_failed is not None:
+            raise JournalError(f"not journaling a {entry.kind} record: a journal write failed "
+                               f"before ({self.journal_failed}); nothing more is journaled or "
+                               "sent until a restart recovers from the journal")
         if entry.kind == "fill":
             self._multiplier(str(entry.payload["symbol"]))  # refuse before journaling it
-        if not journal.append(entry.kind, entry.payload, key=entry.key):
+        try:
+            new = journal.append(entry.kind, entry.payload, key=entry.key)
+        except JournalError as exc:
+            self.journal_failed = str(exc)
+            self.trading_state = "HALTED"
+            raise
+        if not new:
             return False
         self.apply(entry.kind, entry.payload)
         self.seq = journal.last_seq
@@ -292,6 +353,7 @@ class LiveState:
     def _book_fill(self, p: Mapping[str, Any]) -> None:
         sym, q = p["symbol"], int(p["quantity"])
         mult = self._multiplier(sym)
+        self.risk.fill(f"{p['book']}/{sym}", q, float(p["price"]), int(p["ts_ns"]))
         old = self.books.get((p["book"], sym), BookPosition())
         self.books[(p["book"], sym)] = BookPosition(
             old.quantity + q, old.cash - q * float(p["price"]) * mult - float(p["fee"]))
@@ -336,6 +398,7 @@ class LiveState:
             "last_bar_ns": dict(self.last_bar_ns), "model_versions": dict(self.model_versions),
             "canary_share": self.canary_share, "trading_state": self.trading_state,
             "risk": dict(self.risk),
+            "risk_fills": {k: [list(f) for f in v] for k, v in self.risk.after.items() if v},
         }
 
     @classmethod
@@ -353,7 +416,13 @@ class LiveState:
             share = d["canary_share"]
             s.canary_share = None if share is None else float(share)
             s.trading_state = str(d["trading_state"])
-            s.risk = {k: dict(v) for k, v in d["risk"].items()}
+            # risk_fills: absent from snapshots of earlier versions (their engines then miss
+            # the fills since their last state, as those versions did)
+            s.risk = RiskStates()
+            for k, v in d["risk"].items():
+                s.risk[k] = dict(v)
+            s.risk.after.update({k: [[int(q), float(px), int(t)] for q, px, t in v]
+                                 for k, v in d.get("risk_fills", {}).items()})
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise OperationalError(f"snapshot at seq {snap.seq} has a malformed state "
                                    f"({exc!r})") from exc
@@ -373,5 +442,52 @@ class LiveState:
             if sym not in rules:
                 raise OperationalError(f"risk state for {key} but no rules for {sym}; pass "
                                        f"rules for every traded symbol (have {sorted(rules)})")
-            out[key] = risk_restore(rules[sym], raw)
+            engine = risk_restore(rules[sym], raw)
+            for quantity, price, ts_ns in self.risk.fills(key):
+                _book_into(engine, key, int(quantity), float(price), int(ts_ns))
+            # an order working at the crash that opens or flips a trade: the plan of its
+            # decision lived in the engine only, so its fill would find none
+            book = key.split("/", 1)[0]
+            pos = self.position(book, sym)
+            after = pos + self.pending(book, sym)
+            if engine.plan is None and after != 0 and (pos == 0 or (after > 0) != (pos > 0)):
+                engine.plan = _fallback_plan(engine, key, abs(after))
+            out[key] = engine
         return out
+
+
+def _fallback_plan(engine: RiskEngine, key: str, allowed: int) -> EntryPlan | None:
+    # The plan of an entry whose decision the journal does not hold (module doc): sized as the
+    # gate sizes one (stop_atr x the last ATR, mia.risk.sizing.stop_distance), no regime, the
+    # fill's size as allowed. None (with a warning) when no ATR is known.
+    dist = stop_distance(engine.rules, RiskFeatures(atr_14=engine.last_atr), [])
+    if not dist > 0.0:
+        log.warning("recovery: %s opens a trade whose stop cannot be sized (no ATR known); the "
+                    "risk gate refuses the book's decisions until it is flat", key)
+        return None
+    log.info("recovery: %s opens a trade after its last risk state; its stop is %.2f points "
+             "(stop_atr x the last ATR)", key, dist)
+    return EntryPlan(dist, None, allowed, engine.rules.cfg.risk_per_trade)
+
+
+def _book_into(engine: RiskEngine, key: str, quantity: int, price: float, ts_ns: int) -> None:
+    # A fill journaled after the engine's state, booked at recovery. The fill price stands in
+    # for the decision's reference price the loop books live (the open, a stop's level): the
+    # journal keeps only the former, so the entry and its stop sit the fill's cost away. A fill
+    # that opens a trade needs the plan of the decision behind it: the engine's own when that
+    # decision came before its state, else a fallback (_fallback_plan).
+    try:
+        engine.on_fill(quantity, price, now_ns=ts_ns)
+        return
+    except RiskInputError:
+        pass
+    held = engine.trade.side * engine.trade.qty if engine.trade is not None else 0
+    plan = _fallback_plan(engine, key, abs(held + quantity))
+    if plan is None:
+        return
+    try:
+        engine.on_fill(quantity, price, now_ns=ts_ns, plan=plan)
+    except RiskInputError as exc:  # a start must not fail on it: the gate says so per bar
+        log.warning("recovery: %s fill %+d at %s could not be booked into its risk engine "
+                    "(%s); the risk gate refuses the book's decisions until it is flat", key,
+                    quantity, price, exc)
