@@ -19,8 +19,7 @@ ENV MIA_GIT_SHA=$MIA_GIT_SHA \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH \
     MIA_HOME=/var/lib/mia \
-    MIA_PARAMS=/opt/mia/params.container.yaml \
-    NUMBA_CACHE_DIR=/var/cache/mia/numba
+    MIA_PARAMS=/opt/mia/params.container.yaml
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
@@ -51,7 +50,7 @@ RUN pip install --no-deps --no-build-isolation -e /opt/mia \
  && python /opt/mia/docker/scripts/lock_check.py /opt/mia/requirements.lock \
  && python /opt/mia/docker/scripts/container_params.py /opt/mia/params.yaml \
       /opt/mia/params.container.yaml \
- && install -d -o mia -g mia -m 0700 /var/lib/mia /var/cache/mia/numba
+ && install -d -o mia -g mia -m 0700 /var/lib/mia
 
 USER 10001:10001
 WORKDIR /opt/mia

@@ -188,7 +188,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.config is None:
         print("error: pass --config executor.yaml, or --replay", file=sys.stderr)
         return 2
+    _no_jit_cache()
     return run_guarded(lambda: _live(args))
+
+
+def _no_jit_cache() -> None:
+    """The live process reads no numba cache: its files are pickles (mia._jit). Set before any
+    kernel is imported; ``MIA_JIT_CACHE=on`` in the environment keeps the cache (faster starts,
+    for a host where only the executor's user can write the cache folder)."""
+    import os
+
+    os.environ.setdefault("MIA_JIT_CACHE", "off")
+    jit = sys.modules.get("mia._jit")
+    if jit is not None and jit.JIT_CACHE and os.environ["MIA_JIT_CACHE"] == "off":
+        logging.getLogger(__name__).warning(
+            "the kernels were imported before the live start: they keep numba's on-disk cache")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from the file. ``docs/executor.md`` has an annotated example.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -133,12 +134,22 @@ class ExecutorSettings(_Checked):
             out.append(f"cross_symbol: {self.cross_symbol} is the traded symbol; use the other")
         if self.models.source == "local" and not self.models.production:
             out.append("models.production: source is 'local' but no bundle path is given")
+        for key in ("admin_token_env", "webhook_env"):
+            if not _ENV_NAME.fullmatch(getattr(self, key)):
+                # never echo the value: it may be the secret itself, pasted by mistake
+                out.append(f"{key}: not an environment variable name (A-Z, 0-9 and _, e.g. "
+                           f"{_DEFAULT_ENV[key]}); it names the variable holding the secret, the "
+                           "secret itself goes in that variable (the value is not shown)")
         return out
 
     @property
     def state_path(self) -> Path:
         """The state directory as a path."""
         return Path(self.state_dir)
+
+
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
+_DEFAULT_ENV = {"admin_token_env": "MIA_ADMIN_TOKEN", "webhook_env": "MIA_ALERT_WEBHOOK"}
 
 
 def load_settings(path: str | Path) -> ExecutorSettings:

@@ -100,8 +100,14 @@ class ModelSlot:
         """The slot's target for the latest bar, given its book's position.
 
         :param position: contracts the slot's book holds (within the bundle's limit).
-        :raises OperationalError: a feature is not finite (not warm, or a bad bar got through).
+        :raises OperationalError: the features are not warm yet, or one is not finite (a bad
+            bar got through).
         """
+        if not self.ready:
+            seen = self.features.bars_seen
+            raise OperationalError(f"model v{self.version}: features not warm ({seen} bars seen, "
+                                   f"{self.warmup + 1} needed); no decision before the warm-up "
+                                   "ends")
         out = self.policy.act(self._raw, position)
         actions = {k: v.fraction for k, v in out.items() if v.quantiles is None}
         q = out["qrdqn"].quantiles if self._quantiles else None

@@ -6,7 +6,15 @@ inlines ``mia.regime.filter``), so after an edit or upgrade a cached caller coul
 machine code of a changed callee — we saw it execute shifted op codes. Keying the cache
 directory on a digest of every numba-bearing source file makes any change start a fresh cache.
 
-Import this module before defining any ``@njit(cache=True)`` function (each numba module does).
+Import :data:`JIT_CACHE` before defining any ``@njit`` function and pass it as ``cache=``
+(each numba module does).
+
+numba's cache is pickle: its index and code files are unpickled on load, so whoever can write
+the cache folder runs code in the process that reads it. The live executor therefore compiles
+in memory and reads no cache (``MIA_JIT_CACHE=off``, set by ``python -m executor --config``
+before it imports any kernel; ~16 s more at start on two cores, before systemd's READY=1).
+Offline jobs, tests and the replay keep the cache (``MIA_JIT_CACHE`` unset or ``on``), in a
+folder created private (0700).
 """
 
 from __future__ import annotations
@@ -26,6 +34,16 @@ JIT_SOURCES: Final[tuple[str, ...]] = (
     "features/_normalize_kernel.py", "features/kernels.py", "features/machine.py",
     "features/online.py", "features/ops.py", "regime/filter.py",
 )
+
+
+def _enabled(raw: str | None) -> bool:
+    value = (raw or "on").strip().lower()
+    if value in ("on", "1", "true", "yes"):
+        return True
+    if value in ("off", "0", "false", "no"):
+        return False
+    raise ValueError(f"MIA_JIT_CACHE={raw!r}: use 'on' (numba's on-disk cache, the default) or "
+                     "'off' (compile in memory, read no cache: the live executor)")
 
 
 def _digest() -> str:
@@ -51,12 +69,14 @@ def configure() -> Path:
     """
     target = _base() / _digest()
     try:
-        target.mkdir(parents=True, exist_ok=True)
+        target.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError:
-        target = Path(tempfile.gettempdir()) / "mia-numba" / _digest()
-        target.mkdir(parents=True, exist_ok=True)
+        target = Path(tempfile.gettempdir()) / f"mia-numba-{os.getuid()}" / _digest()
+        target.mkdir(mode=0o700, parents=True, exist_ok=True)
     numba.config.CACHE_DIR = str(target)  # type: ignore[attr-defined]
     return target
 
 
+JIT_CACHE: Final[bool] = _enabled(os.environ.get("MIA_JIT_CACHE"))
+"""Whether the kernels use numba's on-disk cache (``cache=JIT_CACHE``)."""
 CACHE_DIR: Final[Path] = configure()

@@ -12,10 +12,10 @@ import math
 import numpy as np
 from numba import njit
 
-import mia._jit  # noqa: F401 - sets numba's cache directory before any @njit(cache=True)
+from mia._jit import JIT_CACHE  # numba's cache folder is set first; off on the live path
 
 
-@njit(cache=True)
+@njit(cache=JIT_CACHE)
 def markov_chain(u: np.ndarray, trans_cum: np.ndarray, init: int) -> np.ndarray:
     """Path of a finite Markov chain, one step per bar.
 
@@ -39,7 +39,7 @@ def markov_chain(u: np.ndarray, trans_cum: np.ndarray, init: int) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=JIT_CACHE)
 def regime_garch(
     state: np.ndarray,
     target: np.ndarray,
@@ -76,7 +76,7 @@ def regime_garch(
     return out
 
 
-@njit(cache=True)
+@njit(cache=JIT_CACHE)
 def price_path(
     start_ticks: int,
     tick: float,
@@ -125,7 +125,7 @@ def price_path(
     return open_t, close_t
 
 
-@njit(cache=True)
+@njit(cache=JIT_CACHE)
 def ewma(x: np.ndarray, halflife: float, init: float) -> np.ndarray:
     """Exponentially weighted mean of ``x`` up to and including each bar (past only).
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-import mia._jit  # noqa: F401 - sets numba's cache directory before any @njit(cache=True)
+from mia._jit import JIT_CACHE  # numba's cache folder is set first; off on the live path
 from mia.errors import DataValidationError, OperationalError
 
 EPSILON = 1e-4  # share given to an empty bin: ln(a / e) must stay finite (and small for a = e)
@@ -63,7 +63,7 @@ def reference_quantiles(X: np.ndarray, n_bins: int = 10) -> np.ndarray:
     return edges
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=JIT_CACHE)
 def _bin_of(row: np.ndarray, v: float) -> int:
     # searchsorted(side="right"): bin i holds edges[i - 1] <= v < edges[i]
     lo, hi = 0, row.shape[0]
@@ -76,7 +76,7 @@ def _bin_of(row: np.ndarray, v: float) -> int:
     return lo
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=JIT_CACHE)
 def _update(edges: np.ndarray, ring: np.ndarray, counts: np.ndarray, state: np.ndarray,
             x: np.ndarray) -> None:
     # state[0]: next ring slot, state[1]: bars held (<= window)

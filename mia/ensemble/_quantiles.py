@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-import mia._jit  # noqa: F401 - sets numba's cache directory before any @njit(cache=True)
+from mia._jit import JIT_CACHE  # numba's cache folder is set first; off on the live path
 
 
-@njit(cache=True)
+@njit(cache=JIT_CACHE)
 def best_action(q: np.ndarray) -> int:
     """:param q: (n_quantiles, 3) quantiles of short, flat, long.
     :return: the action with the highest mean (the first on a tie, as ``argmax``); sums are
@@ -29,7 +29,7 @@ def best_action(q: np.ndarray) -> int:
     return best
 
 
-@njit(cache=True)
+@njit(cache=JIT_CACHE)
 def side_share(q: np.ndarray, side: int) -> float:
     """:param q: (n_quantiles, 3). :param side: 0 short, 1 flat, 2 long.
     :return: share of ``side``'s quantiles above the flat action's median (1.0 for flat)."""
@@ -46,7 +46,7 @@ def side_share(q: np.ndarray, side: int) -> float:
     return share
 
 
-@njit(cache=True)
+@njit(cache=JIT_CACHE)
 def best_actions(q: np.ndarray) -> np.ndarray:
     """:param q: (rows, n_quantiles, 3). :return: (rows,) :func:`best_action` of each row."""
     out = np.empty(q.shape[0], dtype=np.int64)
@@ -55,7 +55,7 @@ def best_actions(q: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=JIT_CACHE)
 def side_shares(q: np.ndarray, side: np.ndarray) -> np.ndarray:
     """:param q: (rows, n_quantiles, 3). :param side: (rows,) sides.
     :return: (rows,) :func:`side_share` of each row."""

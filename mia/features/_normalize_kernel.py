@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-import mia._jit  # noqa: F401 - sets numba's cache directory before any @njit(cache=True)
+from mia._jit import JIT_CACHE  # numba's cache folder is set first; off on the live path
 
 
-@njit(cache=True)
+@njit(cache=JIT_CACHE)
 def normalise_into(x: np.ndarray, center: np.ndarray, scale: np.ndarray, clip: float,
                     out: np.ndarray) -> int:
     # Normalizer.transform's operations in its order, (x - c) / s then the clip, in float64,

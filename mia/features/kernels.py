@@ -22,7 +22,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-import mia._jit  # noqa: F401 - sets numba's cache directory before any @njit(cache=True)
+from mia._jit import JIT_CACHE  # numba's cache folder is set first; off on the live path
 from mia.features.ops import (
     ABS,
     ADD,
@@ -61,12 +61,12 @@ TINY: Final[float] = 1e-300
 REL_VAR: Final[float] = 1e-12
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def div(a: float, b: float) -> float:
     return a / b if abs(b) > TINY else 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def arith(code: int, x: float, y: float, z: float, p0: float, p1: float) -> float:
     """One stateless op: ``x``, ``y``, ``z`` are its input registers, ``p0``, ``p1`` its
     parameters. Called with a constant ``code`` the branch folds away (batch driver)."""
@@ -135,7 +135,7 @@ def fma(typingctx, a, b, c):  # type: ignore[no-untyped-def]  # numba's intrinsi
     return sig, codegen
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def ema_next(value: float, x: float, alpha: float, decay: float, first: bool) -> float:
     """EMA seeded with its first input; ``decay`` = 1 - alpha.
 
@@ -151,7 +151,7 @@ def ema_next(value: float, x: float, alpha: float, decay: float, first: bool) ->
 # driver keeps them in registers across a block. Ring buffers stay in ``state`` for both.
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def ring_next(
     state: np.ndarray, at: int, n: int, count: float, pos: int, x: float
 ) -> tuple[float, float, int]:
@@ -168,7 +168,7 @@ def ring_next(
     return old, count + 1.0, (0 if pos == n else pos)  # no integer modulo on the hot path
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def ring_push(state: np.ndarray, s: int, head: int, n: int, x: float) -> float:
     """:func:`ring_next` with count and position stored at ``state[s]``, ``state[s+1]``."""
     old, state[s], pos = ring_next(state, s + head, n, state[s], int(state[s + 1]), x)
@@ -176,7 +176,7 @@ def ring_push(state: np.ndarray, s: int, head: int, n: int, x: float) -> float:
     return old
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def moments_next(
     state: np.ndarray,
     at: int,
@@ -230,7 +230,7 @@ def moments_next(
     return count, pos, s1, s2, s3, s4, shift
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def moment_value(
     code: int, n: int, s1: float, s2: float, s3: float, s4: float, shift: float
 ) -> float:
@@ -254,7 +254,7 @@ def moment_value(
     return m4 / (var * var) - 3.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def mad(state: np.ndarray, s: int, n: int, x: float) -> float:
     """Mean absolute deviation of the last n values: one pass over the ring for the mean and
     one for the deviations."""
@@ -269,7 +269,7 @@ def mad(state: np.ndarray, s: int, n: int, x: float) -> float:
     return acc / n
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def extreme_next(
     state: np.ndarray,
     at: int,
@@ -306,7 +306,7 @@ def extreme_next(
     return best, count, pos, bar - back
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def pair_next(
     state: np.ndarray,
     at: int,
@@ -354,7 +354,7 @@ def pair_next(
     return count, pos, a, b, aa, bb, ab
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def pair_value(code: int, n: int, a: float, b: float, aa: float, bb: float, ab: float) -> float:
     """CORR (Pearson) or BETA (cov / var of y) from the running sums."""
     inv = 1.0 / n  # loop-invariant, as in moment_value
@@ -372,7 +372,7 @@ def pair_value(code: int, n: int, a: float, b: float, aa: float, bb: float, ab: 
     return math.nan
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def since(state: np.ndarray, s: int, n: int, x: float) -> float:
     """Bars since ``x`` was last non-zero, capped at n."""
     if state[s] == 0.0:
@@ -383,7 +383,7 @@ def since(state: np.ndarray, s: int, n: int, x: float) -> float:
     return float(state[s + 1])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def gap(state: np.ndarray, s: int, x: float) -> float:
     """Minutes missing since the previous bar (0 inside a session); ``x`` = UTC minutes."""
     r = 0.0 if state[s] == 0.0 else max(x - state[s + 1] - 1.0, 0.0)
@@ -392,7 +392,7 @@ def gap(state: np.ndarray, s: int, x: float) -> float:
     return r
 
 
-@njit(cache=True)
+@njit(cache=JIT_CACHE)
 def _days_from_civil(y: int, m: int, d: int) -> int:
     # Howard Hinnant's days_from_civil: days since 1970-01-01 of a proleptic Gregorian date.
     y -= m <= 2
@@ -403,7 +403,7 @@ def _days_from_civil(y: int, m: int, d: int) -> int:
     return era * 146097 + doe - 719468
 
 
-@njit(cache=True)
+@njit(cache=JIT_CACHE)
 def exchange_minutes(ts_minutes: float) -> float:
     """UTC minutes -> America/New_York minutes, with the US DST rule in force since 2007 (second
     Sunday of March 02:00 EST to first Sunday of November 02:00 EDT). Compiled code has no
@@ -427,21 +427,21 @@ def exchange_minutes(ts_minutes: float) -> float:
     return ts_minutes + offset
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def session_minute(x: float) -> float:
     """1 for the bar closing 18:01 ET ... 1380 at 17:00 ET; ``x`` = UTC minutes."""
     r = (exchange_minutes(x) - 18.0 * 60.0) % 1440.0
     return 1440.0 if r == 0.0 else r
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def weekday(x: float) -> float:
     """Weekday of the CME trade date (a session opening Sunday 18:00 ET trades Monday), Monday 0."""
     et = exchange_minutes(x)
     return float((int(math.floor((et + 360.0) / 1440.0)) + 3) % 7)
 
 
-@njit(cache=True)
+@njit(cache=JIT_CACHE)
 def hmm(state: np.ndarray, s: int, n: int, x: float) -> float:
     """p(regime n | bars <= t): mia.regime's forward filter, never smoothing.
 

@@ -18,7 +18,7 @@ import math
 import numpy as np
 from numba import njit
 
-import mia._jit  # noqa: F401 - sets numba's cache directory before any @njit(cache=True)
+from mia._jit import JIT_CACHE  # numba's cache folder is set first; off on the live path
 from mia.features import kernels as k
 from mia.features.ops import (
     ABS,
@@ -64,25 +64,25 @@ from mia.features.ops import (
 _Sums7 = tuple[float, int, float, float, float, float, float]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def _load7(state: np.ndarray, s: int) -> _Sums7:
     return (state[s], int(state[s + 1]), state[s + 2], state[s + 3], state[s + 4],
             state[s + 5], state[s + 6])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def _store7(state: np.ndarray, s: int, v: _Sums7) -> None:
     state[s], state[s + 1], state[s + 2], state[s + 3] = v[0], float(v[1]), v[2], v[3]
     state[s + 4], state[s + 5], state[s + 6] = v[4], v[5], v[6]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def _order(code: int) -> int:
     # highest power the running sums of a moments op need
     return 1 if code == MEAN else (2 if code == MSTD else 4)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def _stateful(
     code: int, x: float, y: float, s: int, n: int, p0: float, p1: float, state: np.ndarray
 ) -> float:
@@ -125,7 +125,7 @@ def _stateful(
     return math.nan  # unknown code: program.py never emits one; NaN makes it visible
 
 
-@njit(cache=True)
+@njit(cache=JIT_CACHE)
 def step(
     ops: np.ndarray, fp: np.ndarray, state: np.ndarray, reg: np.ndarray, row: np.ndarray
 ) -> None:
@@ -154,29 +154,29 @@ def step(
 # with a literal op code, so after inlining the kernel's dispatch folds away.
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def _at(x: np.ndarray, r: int, i: int) -> float:
     # An unsigned column index: numba then skips its negative-index wraparound, which would make
     # the address non-affine and keep LLVM from vectorising the column loops (3x on ADD).
     return float(x[r, np.uint64(i)])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def _src(col: np.ndarray, inputs_t: np.ndarray, r: int) -> np.ndarray:
     return inputs_t if r < N_INPUTS else col
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def _off(r: int, start: int) -> int:
     return start if r < N_INPUTS else 0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def _row(r: int) -> int:
     return r if r < N_INPUTS else r - N_INPUTS
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def _arith_col(
     code: int, xo: np.ndarray, o: int, xa: np.ndarray, a: int, ao: int, xb: np.ndarray, b: int,
     bo: int, xc: np.ndarray, c: int, co: int, p0: float, p1: float, m: int,
@@ -185,7 +185,7 @@ def _arith_col(
         xo[o, t] = k.arith(code, _at(xa, a, ao + t), _at(xb, b, bo + t), _at(xc, c, co + t), p0, p1)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def _ema_col(
     xo: np.ndarray, o: int, xa: np.ndarray, a: int, ao: int, alpha: float, decay: float,
     state: np.ndarray, s: int, m: int,
@@ -203,7 +203,7 @@ def _ema_col(
     state[s + 1] = v
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def _lag_col(
     xo: np.ndarray, o: int, xa: np.ndarray, a: int, ao: int, state: np.ndarray, s: int, n: int,
     m: int,
@@ -226,7 +226,7 @@ def _lag_col(
     state[s], state[s + 1] = c + (m - lead), float(p)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def _moment_col(
     code: int, xo: np.ndarray, o: int, xa: np.ndarray, a: int, ao: int, state: np.ndarray,
     s: int, n: int, m: int,
@@ -241,7 +241,7 @@ def _moment_col(
     _store7(state, s, (c, p, s1, s2, s3, s4, sh))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def _extreme_col(
     is_max: bool, xo: np.ndarray, o: int, xa: np.ndarray, a: int, ao: int, state: np.ndarray,
     s: int, n: int, m: int,
@@ -253,7 +253,7 @@ def _extreme_col(
     state[s], state[s + 1], state[s + 2], state[s + 3] = c, float(p), ext, bar
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def _pair_col(
     code: int, xo: np.ndarray, o: int, xa: np.ndarray, a: int, ao: int, xb: np.ndarray, b: int,
     bo: int, state: np.ndarray, s: int, n: int, m: int,
@@ -267,7 +267,7 @@ def _pair_col(
     _store7(state, s, (c, p, sa, sb, saa, sbb, sab))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=JIT_CACHE, inline="always")
 def _scalar_col(
     code: int, xo: np.ndarray, o: int, xa: np.ndarray, a: int, ao: int, state: np.ndarray,
     s: int, n: int, m: int,
@@ -289,7 +289,7 @@ def _scalar_col(
         xo[o, t] = r
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=JIT_CACHE, nogil=True)
 def _run_op(
     ops: np.ndarray, fp: np.ndarray, i: int, state: np.ndarray, col: np.ndarray,
     inputs_t: np.ndarray, start: int, m: int,
@@ -381,7 +381,7 @@ def _run_op(
 
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=JIT_CACHE, nogil=True)
 def run_columns(
     ops: np.ndarray,
     fp: np.ndarray,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-import mia._jit  # noqa: F401 - sets numba's cache directory before any @njit(cache=True)
+from mia._jit import JIT_CACHE  # numba's cache folder is set first; off on the live path
 from mia.features.machine import step
 from mia.features.ops import INPUTS, N_INPUTS
 from mia.features.spec import FeatureSpec
 
 
-@njit(cache=True)
+@njit(cache=JIT_CACHE)
 def _step_out(
     ops: np.ndarray,
     fp: np.ndarray,

@@ -20,7 +20,7 @@ from typing import Any, Final
 import numpy as np
 from numba import njit
 
-import mia._jit  # noqa: F401 - sets numba's cache directory before any @njit(cache=True)
+from mia._jit import JIT_CACHE  # numba's cache folder is set first; off on the live path
 from mia.errors import DataValidationError, OperationalError
 from mia.types import REGIMES
 
@@ -54,7 +54,7 @@ FILTER_WARMUP: Final[int] = 500
 _LOG_2PI: Final[float] = math.log(2.0 * math.pi)
 
 
-@njit(cache=True)
+@njit(cache=JIT_CACHE)
 def observation_step(state: np.ndarray, close: float, out: np.ndarray) -> None:
     """Advance the observation state by one bar and write its 2 observations.
 
@@ -92,7 +92,7 @@ def observation_step(state: np.ndarray, close: float, out: np.ndarray) -> None:
     out[1] = math.log(max(ewma, OBS_VAR_FLOOR))
 
 
-@njit(cache=True)
+@njit(cache=JIT_CACHE)
 def _observation_loop(close: np.ndarray, state: np.ndarray, out: np.ndarray) -> None:
     for t in range(close.shape[0]):
         observation_step(state, close[t], out[t])
@@ -294,7 +294,7 @@ def filter_init(startprob: np.ndarray) -> np.ndarray:
     return p
 
 
-@njit(cache=True)
+@njit(cache=JIT_CACHE)
 def filter_step(
     prob: np.ndarray,
     x: np.ndarray,
@@ -370,7 +370,7 @@ def filter_step(
         prob[i] = scratch[k + i] / total
 
 
-@njit(cache=True)
+@njit(cache=JIT_CACHE)
 def _filter_loop(
     prob: np.ndarray,
     obs: np.ndarray,

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -54,3 +55,43 @@ def test_kernel_digest_changes_with_any_kernel_source(monkeypatch, tmp_path):
     assert jit._digest() == before
     (copy / "regime" / "filter.py").write_text((copy / "regime" / "filter.py").read_text() + "\n")
     assert jit._digest() != before
+
+
+
+def _jit_state(value: str | None) -> subprocess.CompletedProcess[str]:
+    code = ("import mia.regime.filter as f, mia._jit as j; "
+            "print(j.JIT_CACHE, type(f.filter_step._cache).__name__)")
+    env = {k: v for k, v in os.environ.items() if k != "MIA_JIT_CACHE"}
+    if value is not None:
+        env["MIA_JIT_CACHE"] = value
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          check=False)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, ["True", "FunctionCache"]),
+                                                 ("on", ["True", "FunctionCache"]),
+                                                 ("off", ["False", "NullCache"]),
+                                                 ("0", ["False", "NullCache"])])
+def test_mia_jit_cache_switches_numbas_on_disk_cache(value, expected):
+    # off: the kernels compile in memory and never read numba's pickled cache (the live path)
+    out = _jit_state(value)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == expected
+
+
+def test_a_wrong_mia_jit_cache_value_says_which_values_work():
+    out = _jit_state("maybe")
+    assert out.returncode != 0
+    assert "MIA_JIT_CACHE='maybe'" in out.stderr
+    assert "'off'" in out.stderr
+
+
+def test_the_live_start_turns_the_cache_off_unless_the_operator_keeps_it(monkeypatch):
+    from executor.__main__ import _no_jit_cache
+
+    monkeypatch.delenv("MIA_JIT_CACHE", raising=False)
+    _no_jit_cache()
+    assert os.environ["MIA_JIT_CACHE"] == "off"
+    monkeypatch.setenv("MIA_JIT_CACHE", "on")
+    _no_jit_cache()
+    assert os.environ["MIA_JIT_CACHE"] == "on"

@@ -9,7 +9,8 @@ umask (0000) and three watchers installed before anything is imported: ``pickle`
 ``pickle.find_class`` (fired by any unpickler resolving a global, C or Python), and
 ``socket.bind`` recording every address bound. Then:
 
-- nothing unpickled but numba's own JIT cache (a strict xfail pins that one), no pickle-based
+- nothing unpickled at all, numba's JIT cache included (the live start sets
+  ``MIA_JIT_CACHE=off``: mia._jit), no pickle-based
   stack (torch, joblib, dill, SB3, scikit-learn) imported, and it traded (the path ran);
 - every file under ``state_dir`` (journal and its -wal/-shm, the writer lock, the paper broker,
   snapshots) is 0600 and every folder 0700, whatever the umask;
@@ -153,6 +154,7 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     env = {**os.environ, "PYTHONPATH": str(REPO), "MIA_ADMIN_TOKEN": TOKEN,
            "MIA_HOME": str(home)}
     env.pop("MIA_ALERT_WEBHOOK", None)
+    env.pop("MIA_JIT_CACHE", None)  # the live start's own default (off) is what is tested
     done = subprocess.run([sys.executable, "-c", GUARDED, str(out), "--config", str(config),
                            "--params", str(params), "--home", str(home)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
@@ -176,13 +178,6 @@ def test_the_live_process_unpickles_nothing_but_numbas_cache_and_loads_no_pickle
 
 
 @pytest.mark.slow  # the live process in a subprocess: ~10 s (module fixture)
-@pytest.mark.xfail(strict=True, reason="the live path unpickles numba's on-disk JIT cache: the "
-                   "feature and vote kernels are @njit(cache=True) (mia/features/kernels.py, "
-                   "mia/ensemble/_quantiles.py ...) and numba.core.caching pickle.loads their "
-                   ".nbi/.nbc files from mia._jit.CACHE_DIR (~/.cache/mia/numba/<digest>, else "
-                   "a shared /tmp/mia-numba/<digest>): whoever can write there runs code in the "
-                   "executor. Fix in mia/_jit.py (a private cache folder, or none on the live "
-                   "path)")
 def test_the_live_process_never_unpickles_at_all(live_run):
     assert live_run.guards["numba_cache"] == []
 

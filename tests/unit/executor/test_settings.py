@@ -122,14 +122,27 @@ def test_secrets_are_only_ever_named_never_held_by_the_settings():
     assert secretish == ["admin_token_env", "webhook_env"]
 
 
-@pytest.mark.xfail(strict=True, reason="settings accept any string as admin_token_env, so a "
-                   "token pasted in place of the variable's name is kept in the file (and "
-                   "would be echoed by a message naming that variable)")
 def test_a_token_pasted_in_place_of_the_variable_name_is_refused_without_echoing_it(tmp_path):
     token = secrets.token_hex(16)
     msg = error_of(tmp_path, MINIMAL + f"admin_token_env: {token}\n")
     assert "admin_token_env" in msg
     assert token not in msg
+
+
+def test_a_webhook_url_pasted_in_place_of_the_variable_name_is_refused_without_echoing_it(
+        tmp_path):
+    url = "https://hooks.slack.com/services/T000/B000/" + secrets.token_hex(12)
+    msg = error_of(tmp_path, MINIMAL + f"webhook_env: '{url}'\n")
+    assert "webhook_env" in msg
+    assert "MIA_ALERT_WEBHOOK" in msg
+    assert url not in msg
+    assert "hooks.slack.com" not in msg
+
+
+def test_variable_names_of_the_operators_choice_are_kept(tmp_path):
+    s = load_settings(write(tmp_path, MINIMAL + "admin_token_env: DESK_A_ADMIN_TOKEN\n"
+                            "webhook_env: DESK_A_WEBHOOK\n"))
+    assert (s.admin_token_env, s.webhook_env) == ("DESK_A_ADMIN_TOKEN", "DESK_A_WEBHOOK")
 
 
 def test_alerts_default_to_no_extra_fields_and_the_systemd_memory_high(tmp_path):

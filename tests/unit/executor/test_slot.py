@@ -93,9 +93,6 @@ def test_the_loop_never_asks_a_cold_slot_because_its_features_look_finite(world)
     assert np.isfinite(slot.raw_features()).all()
 
 
-@pytest.mark.xfail(strict=True, reason="ModelSlot.decide documents OperationalError for "
-                   "features that are not warm, but only checks finiteness: a cold slot "
-                   "decides on warm-up values")
 def test_deciding_before_the_features_are_warm_refuses_rather_than_trading_on_them(world):
     slot = ModelSlot.load(world.production, "1")
     for row in world.inputs[:3]:
