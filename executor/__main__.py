@@ -138,9 +138,12 @@ def _feed(settings: Any, cfg: Any, ex: Any) -> Any:
                           date.fromisoformat(f.start) if f.start else None,
                           date.fromisoformat(f.end) if f.end else None,
                           speed=f.speed or None, start_after=after)
+    import os
+
     from executor.feeds.redis_stream import RedisStreamFeed
 
-    return RedisStreamFeed(f.url, symbols, prefix=f.prefix, group=f.group, consumer=f.consumer)
+    return RedisStreamFeed(f.redis_url(os.environ), symbols, prefix=f.prefix, group=f.group,
+                           consumer=f.consumer)
 
 
 def _release_parser() -> argparse.ArgumentParser:

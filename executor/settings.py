@@ -11,6 +11,7 @@ from the file. ``docs/executor.md`` has an annotated example.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,10 @@ from typing import Literal
 from executor.alerts import BODY_KEYS
 from mia.config._checks import NON_NEGATIVE, POSITIVE, UNIT, _Checked
 from mia.config.loader import parse_section, read_yaml
+from mia.errors import ConfigError
+
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
+_PASSWORD_IN_URL = re.compile(r"://[^/@]*:[^/@]*@")  # scheme://[user]:password@host
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -26,7 +31,9 @@ class FeedSettings(_Checked):
 
     ``replay``: the data store over ``start..end`` at ``speed`` (1 = real time, 0 = as fast as
     possible); ``redis``: a Redis stream per symbol (``url``, key ``prefix``, consumer ``group``
-    / ``consumer``; executor.feeds.redis_stream documents the message format).
+    / ``consumer``; executor.feeds.redis_stream documents the message format). A Redis with a
+    password: put the whole URL in an environment variable and name it in ``url_env`` (a
+    password in ``url`` is refused: the file is not a secret store).
     """
 
     kind: Literal["replay", "redis"]
@@ -34,9 +41,32 @@ class FeedSettings(_Checked):
     end: str | None = None
     speed: float = field(default=0.0, metadata=NON_NEGATIVE)
     url: str = "redis://127.0.0.1:6379/0"
+    url_env: str | None = None
     prefix: str = "mia:bars"  # the stream is <prefix>:<SYMBOL> (a trailing ":" is dropped)
     group: str = "mia-executor"
     consumer: str = "executor-1"
+
+    def _cross_checks(self) -> list[str]:
+        out = []
+        if _PASSWORD_IN_URL.search(self.url):
+            out.append("feed.url: holds a password; put the URL in an environment variable and "
+                       "name it in feed.url_env (the value is not shown)")
+        if self.url_env is not None and not _ENV_NAME.fullmatch(self.url_env):
+            out.append("feed.url_env: not an environment variable name (A-Z, 0-9 and _, e.g. "
+                       "MIA_REDIS_URL); it names the variable holding the URL (the value is not "
+                       "shown)")
+        return out
+
+    def redis_url(self, env: Mapping[str, str]) -> str:
+        """:return: the Redis URL: the variable :attr:`url_env` names, else :attr:`url`.
+        :raises ConfigError: ``url_env`` names a variable that is not set."""
+        if self.url_env is None:
+            return self.url
+        value = env.get(self.url_env, "").strip()
+        if not value:
+            raise ConfigError(f"feed.url_env: {self.url_env} is not set; export the Redis URL "
+                              f"in it (systemd: EnvironmentFile=/etc/mia/executor.env)")
+        return value
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -148,7 +178,6 @@ class ExecutorSettings(_Checked):
         return Path(self.state_dir)
 
 
-_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 _DEFAULT_ENV = {"admin_token_env": "MIA_ADMIN_TOKEN", "webhook_env": "MIA_ALERT_WEBHOOK"}
 
 

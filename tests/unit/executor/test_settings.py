@@ -176,3 +176,21 @@ def test_webhook_fields_from_the_file_carry_scalars_into_the_body(tmp_path):
 )
 def test_bad_alert_settings_name_their_key(tmp_path, alerts, expected):
     assert expected in error_of(tmp_path, MINIMAL + f"alerts: {alerts}\n")
+
+
+def test_a_redis_password_in_the_url_is_refused_without_echoing_it(tmp_path):
+    password = secrets.token_hex(8)
+    text = MINIMAL.replace("{kind: replay}", f"{{kind: redis, url: 'redis://:{password}@h:6379/0'}}")
+    msg = error_of(tmp_path, text)
+    assert "feed.url_env" in msg
+    assert password not in msg
+
+
+def test_the_redis_url_comes_from_the_variable_url_env_names(tmp_path):
+    text = MINIMAL.replace("{kind: replay}", "{kind: redis, url_env: DESK_REDIS_URL}")
+    feed = load_settings(write(tmp_path, text)).feed
+    assert feed.redis_url({"DESK_REDIS_URL": "redis://:pw@10.0.0.5:6379/2"}) == (
+        "redis://:pw@10.0.0.5:6379/2")
+    with pytest.raises(ConfigError, match="DESK_REDIS_URL is not set"):
+        feed.redis_url({})
+    assert load_settings(write(tmp_path, MINIMAL)).feed.redis_url({}) == "redis://127.0.0.1:6379/0"
