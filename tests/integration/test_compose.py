@@ -440,7 +440,7 @@ def test_mlflow_entrypoint_refuses_a_missing_secret_and_writes_a_private_ini(tmp
     mod = _module("mlflow_entrypoint")
     with pytest.raises(SystemExit, match="MLFLOW_AUTH_ADMIN_PASSWORD"):
         mod.auth_ini({"MLFLOW_AUTH_DATABASE_URI": "sqlite:///a.db"})
-    env = {"MLFLOW_AUTH_DATABASE_URI": "postgresql+psycopg2://m:p%40ss@db/mlflow_auth",
+    env = {"MLFLOW_AUTH_DATABASE_URI": "postgresql+psycopg2://m:p%40ss@db/mlflow_auth",  # noqa: S105 - a test's own credential
            "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth" / "basic_auth.ini"),
            "MLFLOW_AUTH_ADMIN_PASSWORD": "x", "MLFLOW_FLASK_SERVER_SECRET_KEY": "y"}
     with pytest.raises(SystemExit, match="MLFLOW_AUTH_DEFAULT_PERMISSION"):

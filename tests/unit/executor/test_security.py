@@ -175,6 +175,7 @@ def test_the_live_process_unpickles_nothing_but_numbas_cache_and_loads_no_pickle
     assert live_run.journaled["orders"] > 0
     assert live_run.guards["calls"] == []  # bundle, journal, snapshots, config, feed: no pickle
     assert live_run.guards["heavy"] == []
+    assert TOKEN not in live_run.stderr  # the admin token is never logged
 
 
 @pytest.mark.slow  # the live process in a subprocess: ~10 s (module fixture)

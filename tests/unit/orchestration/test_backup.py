@@ -125,7 +125,7 @@ def test_retention_counts_from_the_newest_backup_and_collects_orphans(tmp_path):
 
 
 def test_server_tracking_store_is_skipped_with_the_reason_and_no_password(tmp_path):
-    cfg = _cfg(_home(tmp_path / "home"), "postgresql://mia:s3cret@db.local:5432/mlflow")
+    cfg = _cfg(_home(tmp_path / "home"), "postgresql://mia:s3cret@db.local:5432/mlflow")  # noqa: S105 - a test's own credential
     result = backup.run(cfg, key="k", as_of=DAY, store=DirectoryStore(tmp_path / "b"),
                         components=["mlflow_db", "executor"])
     assert "db.local:5432/mlflow" in result.skipped["mlflow_db"]
