@@ -6,7 +6,8 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, dag, task
+from _retry import RETRY
+from airflow.sdk import dag, task
 
 DOC = """
 ### Back up MIA to S3
@@ -21,14 +22,6 @@ the backup's manifest (`manifests/<day>.json`) is written last. `apply_retention
 backups older than `backup.retention_days` before this one and the objects no backup names.
 Restore: `python -m mia.pipelines.backup restore [--key DAY] [--overwrite]`.
 """
-
-RETRY = ExceptionRetryPolicy(rules=[
-    RetryRule(exception=["mia.errors.TemporaryError", "builtins.ConnectionError",
-                         "builtins.TimeoutError"], action=RetryAction.RETRY,
-              reason="transient: the service may be back"),
-    RetryRule(exception="mia.errors.MiaError", action=RetryAction.FAIL,
-              reason="bad data, config or state: fix what the message says, then clear the task"),
-], default=RetryAction.FAIL)
 
 
 # a task returns one small dict (URIs, ids): multiple_outputs=False keeps it one XCom instead

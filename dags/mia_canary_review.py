@@ -6,10 +6,8 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
+from _retry import RETRY
 from airflow.sdk import (
-    ExceptionRetryPolicy,
-    RetryAction,
-    RetryRule,
     dag,
     get_current_context,
     task,
@@ -43,14 +41,6 @@ safe order and audited on the versions' tags (by `mia_canary_review`, reason
 moves nothing twice; an interrupted move is finished. Each verdict with its evidence goes to
 `<MIA_HOME>/runs/mia_canary_review/<trade date>/<SYMBOL>/review.json`.
 """
-
-RETRY = ExceptionRetryPolicy(rules=[
-    RetryRule(exception=["mia.errors.TemporaryError", "builtins.ConnectionError",
-                         "builtins.TimeoutError"], action=RetryAction.RETRY,
-              reason="transient: the service may be back"),
-    RetryRule(exception="mia.errors.MiaError", action=RetryAction.FAIL,
-              reason="bad data, config or state: fix what the message says, then clear the task"),
-], default=RetryAction.FAIL)
 
 # a mapped task is named in the UI by its symbol and takes doc_md explicitly (Airflow turns a
 # docstring into doc_md for unmapped tasks only)

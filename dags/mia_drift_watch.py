@@ -6,12 +6,10 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
+from _retry import RETRY
 from airflow.sdk import (
     Asset,
-    ExceptionRetryPolicy,
     Param,
-    RetryAction,
-    RetryRule,
     dag,
     task,
 )
@@ -39,14 +37,6 @@ event, which triggers `mia_retrain`; otherwise it is skipped. The window is 24 h
 (Yurdakul, 2018), 0.15 for an hour of 1-minute bars against the 0.2 threshold, but 0.007 for a
 day — an hourly check of a rolling day catches drift within the hour without crying wolf.
 """
-
-RETRY = ExceptionRetryPolicy(rules=[
-    RetryRule(exception=["mia.errors.TemporaryError", "builtins.ConnectionError",
-                         "builtins.TimeoutError"], action=RetryAction.RETRY,
-              reason="transient: the service may be back"),
-    RetryRule(exception="mia.errors.MiaError", action=RetryAction.FAIL,
-              reason="bad data, config or state: fix what the message says, then clear the task"),
-], default=RetryAction.FAIL)
 
 
 # a task returns one small dict (URIs, ids): multiple_outputs=False keeps it one XCom instead

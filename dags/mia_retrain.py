@@ -6,13 +6,11 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
+from _retry import RETRY
 from airflow.sdk import (
     Asset,
     AssetOrTimeSchedule,
-    ExceptionRetryPolicy,
     Param,
-    RetryAction,
-    RetryRule,
     dag,
     get_current_context,
     task,
@@ -55,14 +53,6 @@ Params: `symbols` (default: every `data.symbols` of params.yaml), `timesteps` (o
 agent's `total_timesteps`, for quick runs). Config: `$MIA_PARAMS`, `$MIA_HOME`,
 `$MLFLOW_TRACKING_URI` (docs/orchestration.md).
 """
-
-RETRY = ExceptionRetryPolicy(rules=[
-    RetryRule(exception=["mia.errors.TemporaryError", "builtins.ConnectionError",
-                         "builtins.TimeoutError"], action=RetryAction.RETRY,
-              reason="transient: the service may be back"),
-    RetryRule(exception="mia.errors.MiaError", action=RetryAction.FAIL,
-              reason="bad data, config or state: fix what the message says, then clear the task"),
-], default=RetryAction.FAIL)
 
 
 # Task conventions: a task returns one small dict (URIs, ids) and multiple_outputs=False keeps it

@@ -98,8 +98,10 @@ def test_parsing_a_dag_file_imports_no_pipeline_or_heavy_library(probe):
 
 
 def test_dag_files_import_only_airflow_sdk_pendulum_stdlib_and_the_timetable_at_top_level():
-    allowed = set(sys.stdlib_module_names) | {"__future__", "airflow", "pendulum", "cme_timetable"}
-    for name in DAG_FILES:
+    # _retry: the shared retry policy, itself held to the same rule
+    allowed = set(sys.stdlib_module_names) | {"__future__", "airflow", "pendulum", "cme_timetable",
+                                              "_retry"}
+    for name in [*DAG_FILES, "_retry.py"]:
         tree = ast.parse((REPO / "dags" / name).read_text())
         for node in tree.body:
             if isinstance(node, ast.Import):
