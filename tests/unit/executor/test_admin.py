@@ -230,7 +230,7 @@ def test_a_short_token_refuses_to_start(tmp_path):
 
 
 def test_a_token_pasted_as_the_variable_name_is_refused_without_being_echoed(tmp_path):
-    with pytest.raises(ConfigError, match="NAME of an environment variable") as info:
+    with pytest.raises(ConfigError, match="not an environment variable name") as info:
         start_admin(settings(tmp_path, admin_token_env=TOKEN), dict, env={})
     assert TOKEN not in str(info.value)
 
