@@ -1,14 +1,14 @@
 """Feature partitions: ``<root>/symbol=ES/date=YYYY-MM-DD.parquet`` plus ``spec.json``.
 
 A symbol's features are rebuilt from its whole history, so a write replaces the symbol's folder
-as a unit: the new partitions and spec go to a temporary folder that is renamed into place. A
-reader never sees partitions of one build with the spec of another, and rerunning a build
-overwrites, never appends.
+as a unit: the new partitions and spec go to a temporary folder that is swapped into place
+(:func:`mia.data.files.replace_folder`). A reader never sees partitions of one build with the spec
+of another, nor a moment without a build; rerunning a build overwrites, never appends, and
+removes what a killed build left.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from datetime import date
 from pathlib import Path
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mia.data.calendar import trade_dates
+from mia.data.files import replace_folder, sweep_stale, temp_path, write_text_atomic
 from mia.data.store import atomic_write_parquet, read_parquet
 from mia.errors import StoreError
 from mia.features.batch import FeatureFrame
@@ -43,7 +44,9 @@ class FeatureStore:
         :return: number of partitions written.
         """
         final = self.folder(ff.symbol)
-        tmp = self.root / f".symbol={ff.symbol}.tmp-{os.getpid()}"
+        final.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(final, ("tmp", "old"))  # what killed builds left
+        tmp = temp_path(final)
         shutil.rmtree(tmp, ignore_errors=True)
         frame = ff.to_frame()
         days = trade_dates(frame["ts"])
@@ -51,12 +54,8 @@ class FeatureStore:
         for day, part in frame.groupby(days, sort=True):
             atomic_write_parquet(tmp / f"date={day.isoformat()}.parquet", part)
             count += 1
-        (tmp / "spec.json").write_text(ff.spec.to_json())
-        old = self.root / f".symbol={ff.symbol}.old-{os.getpid()}"
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        write_text_atomic(tmp / "spec.json", ff.spec.to_json())
+        replace_folder(tmp, final)
         return count
 
     def spec(self, symbol: str) -> FeatureSpec:

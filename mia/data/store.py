@@ -19,6 +19,7 @@ from typing import Final
 import pandas as pd
 
 from mia.data.calendar import trade_dates
+from mia.data.files import sweep_stale, temp_path
 from mia.data.schema import contract_columns, present_groups, validate_bars
 from mia.errors import DataValidationError, StoreError
 from mia.types import RangeHash
@@ -78,7 +79,8 @@ def atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:
     :param frame: the rows to write (the index is not stored).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    sweep_stale(path)
+    tmp = temp_path(path)
     try:
         frame.to_parquet(tmp, engine="pyarrow", index=False, compression="zstd")
         with open(tmp, "rb") as fh:

@@ -8,6 +8,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mia.config import Config, load_config
+from mia.data.files import write_text_atomic as write_atomic
+
+__all__ = ["stage_config", "write_atomic"]
 
 
 def stage_config(
@@ -33,15 +36,3 @@ def stage_config(
     if args.home is not None:
         env["MIA_HOME"] = str(args.home)
     return load_config(args.params, env=env), args
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a text file so readers see the old or the new content, never half of it.
-
-    :param path: destination; its folder is created.
-    :param text: the content.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -2,24 +2,24 @@
 
 The task is ``build_features`` of ``dags/mia_retrain.py``, whose body is
 ``mia.pipelines.features.run``: it writes the feature store (``data/features/symbol=…``:
-Parquet partitions and ``spec.json``, built in a temporary folder renamed into place) and the
+Parquet partitions and ``spec.json``, built in a temporary folder swapped into place) and the
 report ``reports/features.json``. Airflow runs the task in a subprocess; here that subprocess
-(``python -m mia.pipelines.features``, two trade days of ES and MNQ) is SIGKILLed at three points
+(``python -m mia.pipelines.features``, two trade days of ES and MNQ) is SIGKILLed at four points
 of its writes, then the task is rerun as Airflow's retry would:
 
 - ``partition``: the second Parquet partition of ES is written but not yet renamed into the
   temporary folder (the build half done);
-- ``swap``: a previous build exists; the new one is complete and the old one moved aside, and
-  the kill lands before the new folder is renamed into place;
+- ``swap``: a previous build exists; the new one is complete, and the kill lands just before it
+  is swapped into place;
+- ``swapped``: the swap is done; the kill lands before the previous build (now in the temporary
+  folder) is deleted;
 - ``report``: the store is written; the report is written to its temporary file, not renamed.
 
-The rerun's store and report equal a clean run's (``test_..._rerun_equals_a_clean_run``). What a
-kill leaves behind is the strict xfail below: temporary files and folders named after the killed
-process's pid, which no rerun (another pid) removes, and for ``swap`` a window with no features
-for the symbol at all. The writers are ``mia/data/feature_store.py`` (``FeatureStore.write``),
-``mia/data/store.py`` (``atomic_write_parquet``) and ``mia/pipelines/_stage.py``
-(``write_atomic``). Figures: ``tests/benchmarks/results/chaos.json``, case ``airflow_kill``.
-"""
+The rerun's store and report equal a clean run's, no temporary of the killed process is left
+after the rerun, and a reader between the kill and the rerun always finds a whole build. The
+writers are ``mia/data/feature_store.py`` (``FeatureStore.write``), ``mia/data/store.py``
+(``atomic_write_parquet``) and ``mia/data/files.py`` (the swap and the sweep of dead writers'
+temporaries). Figures: ``tests/benchmarks/results/chaos.json``, case ``airflow_kill``."""
 
 from __future__ import annotations
 
@@ -39,15 +39,15 @@ import yaml
 
 from tests.e2e import chaos_support as cs
 
-POINTS = ("partition", "swap", "report")
+POINTS = ("partition", "swap", "swapped", "report")
 
-# the task's process, SIGKILLed by itself at one write: os.replace / Path.rename are the moments
-# a written file or folder becomes visible, so "just before" is the worst place to die
+# the task's process, SIGKILLed by itself at one write: os.replace / the folder exchange are the
+# moments a written file or folder becomes visible, so "just before" is the worst place to die
 KILLED_TASK = r"""
 import os, signal, sys
 from pathlib import Path
 point, argv = sys.argv[1], sys.argv[2:]
-replace, rename = os.replace, Path.rename
+replace = os.replace
 seen = []
 
 def die():
@@ -63,14 +63,20 @@ def killing_replace(src, dst, *a, **k):
         die()
     return replace(src, dst, *a, **k)
 
-def killing_rename(self, target):
-    if point == "swap" and self.name.startswith(".symbol=ES.tmp-") \
-            and Path(target).name == "symbol=ES":
+def killing_exchange(a, b):
+    es = Path(a).name.startswith(".symbol=ES.tmp-") and Path(b).name == "symbol=ES"
+    if point == "swap" and es:
         die()
-    return rename(self, target)
+    done = exchange(a, b)
+    assert done, "this file system has no exchange rename: the swap points cannot be tested"
+    if point == "swapped" and es:
+        die()
+    return done
 
+import mia.data.files as files
+exchange = files.exchange
 os.replace = killing_replace
-Path.rename = killing_rename
+files.exchange = killing_exchange
 from mia.pipelines.features import main
 raise SystemExit(main(argv))
 """
@@ -138,7 +144,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     out = SimpleNamespace(clean=_outputs(clean), points={})
     for point in POINTS:
         h = home(point)
-        if point == "swap":  # a previous build to replace
+        if point in ("swap", "swapped"):  # a previous build to replace
             assert _task(h, params).returncode == 0
         killed = _task(h, params, point)
         from mia.data.feature_store import FeatureStore
@@ -174,28 +180,23 @@ def test_a_feature_task_killed_mid_write_and_rerun_equals_a_clean_run(runs, poin
     assert r.killed_rc == -9  # the kill landed where the test says
     assert r.rerun_rc == 0, r.rerun_err
     assert _same(runs.clean, r.outputs) == []
-    assert r.reader == "the features" or r.reader.startswith("StoreError")  # never torn
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="a killed feature task leaves its pid-named temporaries "
-                   "(.symbol=ES.tmp-<pid>/ with a partition, .symbol=ES.old-<pid>/, "
-                   ".features.json.tmp-<pid>) that no rerun removes: FeatureStore.write, "
-                   "atomic_write_parquet and write_atomic clean only their own pid's "
-                   "(mia/data/feature_store.py, mia/data/store.py, mia/pipelines/_stage.py)")
 @pytest.mark.parametrize("point", POINTS)
 def test_a_feature_task_killed_mid_write_leaves_no_partial_file_after_the_rerun(runs, point):
-    assert runs.points[point].after_kill  # the kill left something (the xfail is about that)
+    assert runs.points[point].after_kill  # the kill left something behind for the rerun
     assert runs.points[point].leftovers == []
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="FeatureStore.write moves the previous build aside "
-                   "before renaming the new one into place: killed in between, the symbol has "
-                   "no features until a rerun (mia/data/feature_store.py); a swap through a "
-                   "symlink or an exchange rename would keep one build visible")
-def test_a_feature_task_killed_while_replacing_a_build_leaves_a_build_readable(runs):
-    assert runs.points["swap"].reader == "the features"
+@pytest.mark.parametrize("point", POINTS)
+def test_a_reader_between_the_kill_and_the_rerun_finds_a_whole_build(runs, point):
+    seen = runs.points[point].reader
+    if point in ("swap", "swapped"):  # a previous build existed: it or the new one is there
+        assert seen == "the features"
+    else:  # the first build was killed: nothing to read yet, said clearly
+        assert seen == "the features" or seen.startswith("StoreError")
 
 
 @pytest.mark.slow
