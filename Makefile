@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 PIP_FLAGS := $(if $(WHEELS),--find-links $(WHEELS),)
 export MIA_HOME ?= $(CURDIR)/.mia
 
-.PHONY: setup demo ui test lint type imports unit bench lock clean
+.PHONY: setup demo ui test lint type imports unit bench audit lock clean
 
 setup: $(STAMP)  ## create .venv and install the pinned stack (idempotent)
 
@@ -43,6 +43,9 @@ imports: setup
 
 bench: setup  ## benchmarks -> tests/benchmarks/results/*.json
 	$(BIN)/python -m tests.benchmarks
+
+audit: setup  ## the locked pins against PyPI's vulnerability data (tools/audit-ignore.yaml)
+	$(BIN)/python -m tools.audit_deps --json $(MIA_HOME)/reports/audit.json
 
 lock:  ## re-resolve requirements.in into requirements.lock in a scratch venv
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
