@@ -11,8 +11,9 @@ engine in REDUCING), the loop (:class:`LiveExecutor`: its stop flushes the featu
 warm-up, then the side services: the feature log with the online PSI (``mia_psi``), the
 metrics endpoint, the admin endpoint, and the resource sampler, which every 5 s also sets
 ``mia_model_version`` / ``mia_canary_share`` and judges ``memory_high``. ``mia_stage_seconds``
-comes from :class:`TimedSlot` (``features``, ``decide``) and :class:`executor.metrics.Timed`
-around the journal (``journal``) and the broker (``broker``).
+comes from :class:`TimedSlot` (``features``, ``decide``), :class:`executor.metrics.Timed`
+around the journal (``journal``) and the broker (``broker``), and the loop itself (``validate``,
+``risk``: :meth:`executor.loop.Executor._tick`).
 """
 
 from __future__ import annotations

@@ -337,8 +337,13 @@ class Executor:
             return
         atr = self._atr()
         now = ts if self.replay else self._now_ns()
+        # mia_stage_seconds "validate" and "risk" (the engines' calls, summed; the journal and
+        # broker calls between them are stages of their own): plain ints until the tick ends
+        clock = time.perf_counter_ns
+        t = clock()
         fault = self.validator.check(ts, bar.open, bar.high, bar.low, bar.close, bar.volume,
                                      now_ns=now, atr=atr)
+        validate_ns = clock() - t
         if fault is not None:
             self._reject(item, fault.code, fault.message)
             return
@@ -355,12 +360,15 @@ class Executor:
         # the latency breaker judges the previous tick (mia.risk.engine.on_bar); a replay
         # passes none: the backtest it must equal measures none (test_replay_equals_backtest)
         latency = None if self.replay else self._latency_ms
+        risk_ns = 0
         for book, slot_name in books:  # stops and take-profits inside the bar, then the marks
             engine = self._engine(book, day, ts)
             self._rebase(book, engine)
             feats = self.slots[slot_name].risk_features()  # type: ignore[union-attr]
+            t = clock()
             risk = engine.on_bar(now_ns=ts, open=bar.open, high=bar.high, low=bar.low,
                                  close=bar.close, features=feats, latency_ms=latency)
+            risk_ns += clock() - t
             self._journal_events(book, risk.events)
             for e in risk.exits:
                 n = seq.get(book, 0)
@@ -370,8 +378,10 @@ class Executor:
                 self.stats.exits += 1
                 self._poll(ts, ref_price=e.price)
             equity[book] = self._equity(book, bar.close)
-            self._journal_events(book, engine.on_equity(now_ns=ts, trade_date=day,
-                                                        equity=equity[book]))
+            t = clock()
+            marked = engine.on_equity(now_ns=ts, trade_date=day, equity=equity[book])
+            risk_ns += clock() - t
+            self._journal_events(book, marked)
         decisions = self._decide_all(ts)  # on the positions the exits left
         for book, slot_name in books:
             target = decisions.get(book)
@@ -380,12 +390,15 @@ class Executor:
             engine = self.engines[f"{book}/{sym}"]
             feats = self.slots[slot_name].risk_features()  # type: ignore[union-attr]
             position = st.position(book, sym) + st.pending(book, sym)
+            t = clock()
             try:
                 d = engine.decide(target, position=position, equity=equity[book],
                                   price=bar.close, features=feats)
             except RiskInputError as exc:  # an alert, not a stop (mia.risk.state): no order
+                risk_ns += clock() - t
                 self._risk_refused(book, str(exc))
                 continue
+            risk_ns += clock() - t
             if book in self._refused:
                 del self._refused[book]
             if self.record:
@@ -398,6 +411,11 @@ class Executor:
         st.commit(j, bar_entry(sym, ts, item.source_id))
         self._acked(item, ts)
         self.stats.bars += 1
+        m = self.svc.metrics
+        if m is not None:  # observed with the tick (_after_bar); a rejected bar is no tick
+            m.add_stage("validate", validate_ns * 1e-9)
+            if books:  # no book traded: no risk engine ran
+                m.add_stage("risk", risk_ns * 1e-9)
         elapsed = self._perf_ns() - t0
         self.stats.latency_ns.append(elapsed)
         self._latency_ms = elapsed / 1e6
@@ -568,7 +586,7 @@ class Executor:
         fills: list[Fill] = self.svc.broker.poll_fills()
         for f in fills:
             before = {b: self.state.position(b, f.symbol) for b in ("production", "canary")}
-            if not self.state.commit_fill(self.svc.journal, f):
+            if not self.state.commit_fill(self.svc.journal, f, self._journaled_alert):
                 continue
             self.stats.fills += 1
             book = next((b for b, q in before.items()
@@ -577,7 +595,11 @@ class Executor:
                 self._orphans = True  # a late fill after a rollback or a share step: closed
             engine = self.engines.get(f"{book}/{f.symbol}")
             if engine is not None:
-                engine.on_fill(f.quantity, ref_price, now_ns=ts)
+                try:
+                    engine.on_fill(f.quantity, ref_price, now_ns=ts)
+                except RiskInputError as exc:  # a fill no decision planned (a hand trade)
+                    self._risk_refused(book, f"fill {f.fill_id} ({f.quantity:+d} {f.symbol}) "
+                                             f"has no trade plan: {exc}")
             after = self.state.position(book, f.symbol)
             if before[book] != 0 and (after == 0 or (after > 0) != (before[book] > 0)):
                 self._trades[book] = self._trades.get(book, 0) + 1
@@ -601,7 +623,7 @@ class Executor:
                     c.fill_price(ref, quantity, spread), abs(quantity) * c.commission_per_side,
                     ts)
         before = self.state.position("shadow", order.symbol)
-        if not self.state.commit_fill(self.svc.journal, fill):
+        if not self.state.commit_fill(self.svc.journal, fill, self._journaled_alert):
             return
         self.stats.shadow_fills += 1
         engine = self.engines.get(f"shadow/{order.symbol}")
@@ -830,20 +852,28 @@ class Executor:
         if self.svc.metrics is not None:
             self.svc.metrics.set_trading_state(phase)
 
-    def alert(self, level: str, code: str, message: str) -> None:
+    def alert(self, level: str, code: str, message: str, *, journal: bool = True) -> None:
         """Log, journal and send (webhook, rate-limited) an alert; the loop thread only.
 
         :param level: info, warning, critical or emergency. :param code: the alert's code.
         :param message: what happened and what to do.
+        :param journal: ``False`` for an alert in the journal already (``LiveState.commit_fill``
+            journals its ``unknown_fill``): logged and sent only, never journaled twice.
         """
         log.log(logging.CRITICAL if level in ("critical", "emergency") else logging.WARNING,
                 "%s %s: %s", level, code, message)
-        self.state.commit(self.svc.journal, alert_entry(level, code, message))
+        if journal:
+            self.state.commit(self.svc.journal, alert_entry(level, code, message))
         if self.svc.alerter is not None:
             from executor.alerts import Alert
 
             self.svc.alerter.send(Alert(level=level, code=code, message=message,
                                         ts_ns=self._now_ns()))
+
+    def _journaled_alert(self, level: str, code: str, message: str) -> None:
+        # LiveState.commit_fill's alert sink: its unknown_fill is journaled, the rest of alert()
+        # (log line, webhook, mia_alerts_total) is the loop's, as for every other alert
+        self.alert(level, code, message, journal=False)
 
     def _now_ns(self) -> int:
         # a replay's clock is its bars' (orders between bars, kills, alerts at the last bar)

@@ -5,8 +5,8 @@ canary``):
 
 =====================================  ==========  ============================================
 ``mia_tick_to_decision_seconds``       histogram   bar in -> order out, measured in the loop
-``mia_stage_seconds{stage}``           histogram   per stage of a tick (features, decide,
-                                                   journal, broker)
+``mia_stage_seconds{stage}``           histogram   per stage of a tick (validate, features,
+                                                   risk, decide, journal, broker)
 ``mia_position_contracts{book}``       gauge       net signed contracts
 ``mia_pnl_usd{book}``                  gauge       cumulative PnL, USD, net of costs
 ``mia_drawdown_ratio{book}``           gauge       drawdown from the equity peak, 0..1
@@ -31,7 +31,9 @@ canary``):
 ``mia_stage_seconds`` holds one observation per stage per tick: the loop's collaborators add
 their time to the tick's stages (:meth:`ExecutorMetrics.add_stage`; :class:`Timed` wraps the
 journal and the broker, ``executor.app.TimedSlot`` the slots' feature updates and decisions),
-and :meth:`ExecutorMetrics.observe_tick` observes each stage's sum with the tick's total.
+the loop adds the inline validator's (``validate``) and the risk engines' calls (``risk``:
+stops and marks, the risk gate; not observed on a tick no book trades), and
+:meth:`ExecutorMetrics.observe_tick` observes each stage's sum with the tick's total.
 
 Label children of every known book, slot, state, breaker, fault code and catalogued alert exist
 from the start (at 0). The registry is not prometheus_client's global one, so tests and two
@@ -211,7 +213,8 @@ class ExecutorMetrics:
     def add_stage(self, stage: str, seconds: float) -> None:
         """Add time to a stage of the current tick; :meth:`observe_tick` observes the sum.
 
-        :param stage: ``features``, ``decide``, ``journal``, ``broker`` …
+        :param stage: ``validate``, ``features``, ``risk``, ``decide``, ``journal``,
+            ``broker``.
         :param seconds: time spent (call from the loop thread).
         """
         pending = self._pending

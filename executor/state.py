@@ -43,7 +43,7 @@ restart recovers from the journal as it is.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from executor.broker.base import Fill, Order
@@ -280,15 +280,19 @@ class LiveState:
         self.seq = journal.last_seq
         return True
 
-    def commit_fill(self, journal: Journal, fill: Fill) -> bool:
+    def commit_fill(self, journal: Journal, fill: Fill,
+                    alert: Callable[[str, str, str], None] | None = None) -> bool:
         """Journal and book a fill to the book of its order (a fill delivered twice: once).
 
         A fill for an order the journal does not know is booked to ``production`` with a
         critical ``unknown_fill`` alert (someone traded the account by hand, or the journal
-        lost an order): reconciliation must not hide it.
+        lost an order): reconciliation must not hide it. The alert is journaled here and, once
+        journaled, handed to ``alert`` (the running loop's: log, webhook, metric); recovery
+        passes none and sends on the alerts it journaled itself.
 
         :param journal: the journal.
         :param fill: the broker's fill.
+        :param alert: called with (level, code, message) after the alert is journaled.
         :return: ``True`` if new, ``False`` if journaled before.
         :raises JournalError: the write failed.
         """
@@ -301,10 +305,14 @@ class LiveState:
         order = journal.get("order", fill.client_id)
         if order is not None:
             return self.commit(journal, fill_entry(fill, str(order.payload["book"])))
-        self.commit(journal, alert_entry(
+        entry = alert_entry(
             "critical", "unknown_fill", f"fill {fill.fill_id} ({fill.quantity:+d} {fill.symbol})"
             f" is for order {fill.client_id}, which the journal does not know; booked to "
-            f"{ADOPT_BOOK}"))
+            f"{ADOPT_BOOK}")
+        self.commit(journal, entry)
+        if alert is not None:  # journaled: a failed fill write below cannot unsay it
+            p = entry.payload
+            alert(p["level"], p["code"], p["message"])
         return self.commit(journal, fill_entry(fill, ADOPT_BOOK))
 
     def replay(self, record: Record) -> None:

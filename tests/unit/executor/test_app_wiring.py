@@ -1,7 +1,8 @@
 """The live process's wiring (executor.app.live, issue 7): recovery's alerts reach the alerter
-and its REDUCING the risk engines; the gauges the loop never sets (model versions, canary
-share, PSI, stage latencies) are set; ``memory_high`` fires; the feature log is written on a
-graceful stop; the webhook body carries ``alerts.webhook_fields``.
+and its REDUCING the risk engines, and so does the running loop's ``unknown_fill``; the gauges
+the loop never sets (model versions, canary share, PSI, stage latencies) are set;
+``memory_high`` fires; the feature log is written on a graceful stop; the webhook body carries
+``alerts.webhook_fields``.
 
 Live executors come from :func:`start_live`: ``make_live`` of conftest.py with its own MIA_HOME
 (the world's data store linked in), so the feature log it writes is this test's alone.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from datetime import date
 from itertools import islice
 from pathlib import Path
@@ -20,10 +22,11 @@ import numpy as np
 import pytest
 import yaml
 
-from executor.alerts import Alert
+from executor.alerts import Alert, Alerter
 from executor.app import open_state, publish_models
 from executor.broker import Order, PaperBroker, client_id
 from executor.feature_log import PSI_MIN_BARS
+from executor.feeds.base import FeedItem
 from executor.journal import Journal, to_ns
 from executor.metrics import ExecutorMetrics
 from executor.recovery import MISMATCH_HOLD, MismatchHold, recover
@@ -114,6 +117,56 @@ def test_recovery_sends_every_alert_it_journals_to_the_alert_sink(parts):
                                              "reconcile_mismatch"]
     assert sent == journaled
     assert {level for level, _, _ in sent} == {"critical"}
+
+
+def test_a_fill_for_an_unknown_order_while_running_is_alerted_once_and_journaled_once(
+        world, make_executor, caplog):
+    ex, opened = make_executor()
+    metrics, hook = ExecutorMetrics(), Webhook()
+    ex.svc.metrics = metrics
+    ex.svc.alerter = Alerter(hook.url, metrics=metrics)
+    events = list(islice(world.replay(), 6))
+    first = next(e for e in events if isinstance(e, FeedItem) and e.bar.symbol == "ES")
+    # traded at the broker by hand: an order the journal never saw, filled at the first bar
+    opened.broker.submit(Order("manual-1", "ES", 1, "production", "by hand",
+                               first.ts_ns - 60_000_000_000))
+    try:
+        with caplog.at_level(logging.INFO, logger="executor.alerts"):
+            for event in events:
+                ex.handle(event)
+        assert ex.svc.alerter.flush(5)
+        records = [r.payload for r in ex.svc.journal.read("alert")
+                   if r.payload["code"] == "unknown_fill"]
+        posted = [b for b in hook.bodies if b["code"] == "unknown_fill"]
+        logged = [r for r in caplog.records if "code=unknown_fill" in r.getMessage()]
+    finally:
+        ex.svc.alerter.close()
+        hook.close()
+    assert ex.state.position("production", "ES") == 1  # booked to production
+    assert [p["level"] for p in records] == ["critical"]  # one journal record
+    assert [(b["level"], b["message"]) for b in posted] == [("critical",
+                                                             records[0]["message"])]
+    assert [r.levelno for r in logged] == [logging.ERROR]  # the alerter's line for critical
+    s = samples(metrics)
+    assert s[("mia_alerts_total", (("code", "unknown_fill"), ("level", "critical")))] == 1.0
+
+
+def test_a_hand_fill_after_the_books_exist_is_refused_by_the_risk_gate_not_a_crash(
+        world, make_executor):
+    ex, opened = make_executor()
+    events = list(islice(world.replay(), 40))
+    for event in events[:20]:  # the production book's risk engine exists
+        ex.handle(event)
+    assert "production/ES" in ex.engines
+    ex.engines["production/ES"].plan = None  # no decision waiting for its fill
+    later = next(e for e in events[20:] if isinstance(e, FeedItem) and e.bar.symbol == "ES")
+    opened.broker.submit(Order("manual-2", "ES", 1, "production", "by hand",
+                               later.ts_ns - 60_000_000_000))
+    for event in events[20:]:
+        ex.handle(event)  # no RiskInputError out of the loop
+    codes = [r.payload["code"] for r in ex.svc.journal.read("alert")]
+    assert "unknown_fill" in codes
+    assert "risk_input" in codes
 
 
 def test_alerts_of_an_earlier_start_are_not_sent_again(parts):
@@ -224,7 +277,7 @@ def test_a_live_start_sets_the_canary_share_and_stage_latencies(world, tmp_path)
     s = samples(m)
     ticks = s[("mia_tick_to_decision_seconds_count", ())] - 1
     assert ticks == ex.stats.bars > 0
-    for stage in ("features", "journal", "broker"):  # one observation per tick
+    for stage in ("validate", "features", "risk", "journal", "broker"):  # one per tick
         assert s[("mia_stage_seconds_count", (("stage", stage),))] == ticks
     assert 0 < s[("mia_stage_seconds_count", (("stage", "decide"),))] <= ticks
 

@@ -145,6 +145,24 @@ def test_a_fill_for_an_unknown_order_alerts_and_books_to_production(journal):
     assert journal.last("alert").payload["code"] == "unknown_fill"
 
 
+def test_an_unknown_fill_hands_its_journaled_alert_to_the_sink_once(journal):
+    s, sent = LiveState(MULT), []
+
+    def sink(level: str, code: str, message: str) -> None:
+        sent.append((level, code, message))
+
+    o = _order(0, 2)
+    s.commit(journal, order_entry(o))
+    s.commit_fill(journal, _fill(o, 4800.0), sink)  # a known order: no alert
+    unknown = Fill("x", "manual-1", "ES", 1, 4800.0, 2.25, 1)
+    s.commit_fill(journal, unknown, sink)
+    s.commit_fill(journal, unknown, sink)  # delivered again: booked once, no second alert
+    (record,) = journal.read("alert")
+    assert sent == [(record.payload["level"], record.payload["code"],
+                     record.payload["message"])]
+    assert sent[0][:2] == ("critical", "unknown_fill")
+
+
 def test_a_fill_without_a_multiplier_is_an_operational_error(journal):
     s = LiveState({"MNQ": 2.0})
     with pytest.raises(OperationalError, match="no multiplier"):
