@@ -24,8 +24,15 @@ from pathlib import Path
 from typing import Any
 
 
+def _usage() -> str:
+    """:return: the module docstring as ``--help`` shows it: the three ways to run the executor."""
+    text = (__doc__ or "").replace("``", "")
+    return text.replace("the mia-executor script).", "the mia-executor script), three ways:", 1)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m executor", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m executor", description=_usage(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, help="executor.yaml (the live process)")
     p.add_argument("--params", type=Path, default=None, help="params.yaml (default ./params.yaml)")
     p.add_argument("--home", type=Path, default=None, help="MIA_HOME")

@@ -52,8 +52,10 @@ ENV_NAME: Final = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 MIN_TOKEN_CHARS: Final[int] = 16
 MAX_BODY_BYTES: Final[int] = 4096
 ROUTES: Final[dict[str, str]] = {"/kill": "POST", "/status": "GET"}
-RESUME: Final[str] = ("resume is not offered over HTTP: remove the kill file and restart the "
-                      "executor (docs/executor.md, 'Kill switch')")
+RESUME: Final[str] = ("resume is not offered over HTTP (the halt is a latch; a restart keeps it): "
+                      "move the kill file away, then 'python -m executor release --config "
+                      "executor.yaml --cause kill_switch --by NAME --why TEXT' "
+                      "(docs/operations.md, 'Releasing a latch')")
 
 Status = Callable[[], Mapping[str, Any]]
 
@@ -74,6 +76,9 @@ def executor_status(ex: Executor) -> dict[str, Any]:
     risk = {key: {"mode": engine.state.mode.name,
                   "holds": [h.cause for h in engine.state.holds]}
             for key, engine in dict(ex.engines).items()}
+    for key in risk:  # a book that has not traded yet is flat, and says so
+        book, _, symbol = key.partition("/")
+        books.setdefault(book, {}).setdefault(symbol, {"position": 0, "cash_usd": 0.0})
     routing = ex.routing
     kill = ex.kill_file
     return {"symbol": ex.symbol, "trading_state": ex.phase, "books": books, "risk": risk,

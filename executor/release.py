@@ -58,8 +58,11 @@ class ReleaseRequest:
         if not CAUSE.match(self.cause):
             errors.append(f"cause {self.cause!r} is not a hold: kill_switch, limit.<name> or "
                           "breaker.<name> (GET /status lists the active holds)")
-        if not self.by.strip() or self.by.strip() == "risk":
-            errors.append("by: give the name of the person releasing ('risk' is reserved)")
+        if not self.by.strip():
+            errors.append("by is empty: give the name of the person releasing "
+                          "(--by \"$(id -un)\" where $USER is unset)")
+        elif self.by.strip() == "risk":
+            errors.append("by: 'risk' is reserved for the automatic releases; give your name")
         if not self.why.strip():
             errors.append("why: say why the hold may be released")
         elif len(self.why) > MAX_WHY:

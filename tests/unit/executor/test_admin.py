@@ -129,10 +129,12 @@ def test_a_kill_file_that_cannot_be_created_is_a_loud_500(tmp_path, caplog):
     assert "NOT halted" in caplog.text
 
 
-def test_resume_is_not_offered_and_says_a_restart_releases_a_kill(admin):
+def test_resume_is_not_offered_and_says_how_a_person_releases_the_kill_latch(admin):
     code, doc, _ = call(f"{admin.url}/resume", "POST")
     assert code == 404
-    assert "restart the executor" in doc["error"]
+    assert "a restart keeps it" in doc["error"]
+    assert "python -m executor release" in doc["error"]
+    assert "--cause kill_switch" in doc["error"]
 
 
 # --- tokens and routes ----------------------------------------------------------------------
@@ -315,3 +317,13 @@ def test_live_starts_the_endpoint_when_its_token_is_set(make_live, monkeypatch):
     assert code == 200
     assert doc["trading_state"] == ex.phase == "STARTING"
     assert doc["models"]["production"] == "local-production"
+
+
+def test_status_lists_every_book_before_its_first_trade_as_flat(world, make_executor):
+    ex, _ = make_executor(canary=True, share=0.5)
+    ex.run(islice(world.replay(), 2))  # one bar per symbol: the books exist, nothing traded
+    assert ex.stats.orders == 0
+    doc = executor_status(ex)
+    assert doc["books"] == {"production": {"ES": {"position": 0, "cash_usd": 0.0}},
+                            "canary": {"ES": {"position": 0, "cash_usd": 0.0}}}
+    assert set(doc["risk"]) == {"production/ES", "canary/ES"}

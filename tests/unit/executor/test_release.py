@@ -75,6 +75,8 @@ def test_the_cli_refuses_while_the_kill_file_exists_and_for_a_bad_request(tmp_pa
     assert "is not a hold" in capsys.readouterr().err
     assert main([*base, "--cause", "breaker.data_quality", "--by", "risk", "--why", "w"]) == 2
     assert "reserved" in capsys.readouterr().err
+    assert main([*base, "--cause", "breaker.data_quality", "--by", " ", "--why", "w"]) == 2
+    assert "by is empty" in capsys.readouterr().err
     assert not (state_dir / release.FILE).exists()
     with pytest.raises(ConfigError, match="does not exist"):
         release.write(tmp_path / "missing", release.ReleaseRequest("kill_switch", "bob", "w"))
