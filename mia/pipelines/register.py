@@ -14,7 +14,8 @@
    a pass with ``gate.auto_canary`` sets the ``canary`` alias; a rejection records the reasons.
 
 A rerun for the same walk-forward rebuilds the same bundle and re-registers the same version
-(idempotent); MLflow down fails before any alias moves (``TemporaryError``: retry).
+(idempotent); a version promoted since keeps the verdict it was promoted on (the gate would
+compare it with itself). MLflow down fails before any alias moves (``TemporaryError``: retry).
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ def run(cfg: Config, *, symbol: str | None = None) -> RegisterResult:
     from mia.pipelines.train import experiment, load_training_data, walk_forward_dir
     from mia.pipelines.validate import passed
     from mia.registry.gate import GateMetrics, evaluate_gate
-    from mia.registry.models import apply_gate, register
+    from mia.registry.models import apply_gate, promoted_verdict, register
     from mia.registry.pyfunc import ARTIFACT, log_bundle
     from mia.training.tracking import finite_metrics, lineage_tags
 
@@ -290,6 +291,8 @@ def run(cfg: Config, *, symbol: str | None = None) -> RegisterResult:
     if why:
         verdict = type(verdict)(passed=verdict.passed, reasons=(*verdict.reasons, why),
                                 checks=verdict.checks, reference=verdict.reference)
+    if done is not None:  # promoted since: it would be judged against itself
+        verdict = promoted_verdict(cfg, sym, done[1]) or verdict
     report, plot = _report(cfg, sym, folder, runs, holdout, baselines, verdict, data)
     if done is None:
         tags = {**lineage_tags(data_hash=data.data_hash, spec_hash=data.spec.sha256,

@@ -150,6 +150,27 @@ def verdict_tags(verdict: GateVerdict) -> dict[str, str]:
                                 json.dumps(list(verdict.checks))), strict=True))
 
 
+def promoted_verdict(cfg: Config, symbol: str, version: str, *,
+                     client: MlflowClient | None = None) -> GateVerdict | None:
+    """The verdict stored on ``version`` if it holds ``production`` (it was promoted on it).
+
+    A rerun of the register stage for a walk-forward whose version has since been promoted
+    would compare the version with itself (production) and reject it; its recorded verdict
+    stands instead.
+
+    :return: the stored verdict; ``None`` when the version is not production or has none.
+    """
+    m = ModelHandle(cfg, symbol, client)
+    aliases, _ = m.read()
+    tags = m.tags(version)
+    if aliases["production"] != version or GATE_TAGS[0] not in tags:
+        return None
+    passed, reference, reasons, checks = (tags.get(k, "") for k in GATE_TAGS)
+    return GateVerdict(passed=passed == "true", reference=reference,
+                       reasons=tuple(json.loads(reasons or "[]")),
+                       checks=tuple(json.loads(checks or "[]")))
+
+
 def apply_gate(cfg: Config, symbol: str, version: str, verdict: GateVerdict, *,
                client: MlflowClient | None = None, clock: Clock | None = None,
                user: str | None = None) -> MoveResult:

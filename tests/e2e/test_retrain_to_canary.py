@@ -69,6 +69,10 @@ def test_retrain_registers_a_canary_that_promotes_and_is_audited(mia, tmp_path):
     _ok(mia("registry", "promote", "--reason", "canary review passed", *p))
     status = _ok(mia("registry", "status", *p))
     assert "production           v1" in status
+    # a rerun after the promotion keeps the verdict v1 was promoted on (not judged against itself)
+    rerun = _ok(mia("registry", "register", *p))
+    assert "version 1 PASSED" in rerun, rerun
+    assert "it already is production" in rerun
     refused = mia("registry", "rollback", "--reason", "test", *p)
     assert refused.returncode == 2
     assert "previous-production" in refused.stderr
