@@ -101,7 +101,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("dry run: nothing is uploaded or deleted")
     print(f"backup {r.key}: {len(r.files)} files ({size:.1f} MB); {verb[0]} {r.uploaded} new "
-          f"objects ({r.uploaded_bytes / 1e6:.1f} MB) and the manifest {real.where}/{r.manifest}")
+          f"objects ({r.uploaded_bytes / 1e6:.1f} MB) and the manifest {r.manifest} to "
+          f"{real.where}")
     for name, why in r.skipped.items():
         print(f"  skipped {name}: {why}")
     print(f"retention (backup.retention_days {cfg.params.backup.retention_days}): "
@@ -115,8 +116,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from mia.clock import SystemClock
     from mia.errors import OperationalError
     from mia.pipelines import backup
+    from mia.pipelines.backup_restore import executor_running
 
     cfg = load(args)
+    state = cfg.endpoints.mia_home / "executor"
+    pid = executor_running(state) if "executor" in args.what else None
+    if pid is not None:  # first: no plan or --force helps while it writes
+        raise OperationalError(f"an executor (pid {pid}) is writing {state}; stop it first "
+                               "(sudo systemctl stop mia-executor), then restore")
     store = backup.store_for(cfg)
     plan = backup.plan_restore(cfg, at=args.at, store=store, components=args.what)
     print("\n".join(plan.lines()))

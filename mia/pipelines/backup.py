@@ -73,6 +73,7 @@ class FileEntry:
     path: str
     sha256: str
     size: int
+    mode: int = 0o600  # permission bits, restored with the file
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,6 +177,7 @@ def run(cfg: Config, *, key: str, as_of: datetime, store: ObjectStore | None = N
                 try:
                     if sidecar(path):
                         continue
+                    mode = path.stat().st_mode & 0o777
                     consistent_copy(path, copy)
                 except FileNotFoundError:  # rotated away while we read the folder
                     continue
@@ -185,11 +187,11 @@ def run(cfg: Config, *, key: str, as_of: datetime, store: ObjectStore | None = N
                     target.put_file(obj, copy)
                     uploaded, uploaded_bytes = uploaded + 1, uploaded_bytes + size
                 entries.append(FileEntry(component=name, path=path.relative_to(root).as_posix(),
-                                         sha256=sha, size=size))
+                                         sha256=sha, size=size, mode=mode))
     manifest = {"format": FORMAT, "key": key, "as_of": as_of.isoformat(),
                 "mia_home": str(cfg.endpoints.mia_home), "skipped": skipped,
                 "files": [{"component": e.component, "path": e.path, "sha256": e.sha256,
-                           "size": e.size} for e in entries]}
+                           "size": e.size, "mode": f"{e.mode:04o}"} for e in entries]}
     mkey = manifest_key(cfg, key)
     target.put_bytes(mkey, (json.dumps(manifest, indent=1) + "\n").encode())
     return BackupResult(key=key, manifest=mkey, files=tuple(entries), uploaded=uploaded,

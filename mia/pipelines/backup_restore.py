@@ -219,6 +219,15 @@ def _set_aside(cfg: Config, plan: RestorePlan, suffix: str) -> list[Path]:
     return [aside for _, aside in moves]
 
 
+def file_mode(entry: dict[str, Any]) -> int:
+    """:return: a manifest entry's permission bits; a manifest from before they were recorded:
+    0600 for the executor's state (what it creates), 0644 for the rest."""
+    mode = entry.get("mode")
+    if mode is None:
+        return 0o600 if entry["component"] == "executor" else 0o644
+    return int(str(mode), 8) & 0o777
+
+
 def restore(cfg: Config, *, key: str | None = None, at: datetime | None = None,
             store: ObjectStore | None = None, components: Sequence[str] = COMPONENTS,
             overwrite: bool = False, set_aside: str | None = None) -> RestoreResult:
@@ -250,6 +259,8 @@ def restore(cfg: Config, *, key: str | None = None, at: datetime | None = None,
         moved = _set_aside(cfg, plan, set_aside)
     skipped: dict[str, str] = {}
     writes: list[tuple[Path, str]] = []
+    modes: dict[Path, int] = {}
+    private: set[Path] = set()  # the executor's state: its folders are the owner's only (0700)
     for entry in doc["files"]:
         name = entry["component"]
         if name not in components:
@@ -259,6 +270,9 @@ def restore(cfg: Config, *, key: str | None = None, at: datetime | None = None,
             skipped[name] = why
             continue
         writes.append((local_path(cfg, name, root, entry["path"]), entry["sha256"]))
+        modes[writes[-1][0]] = file_mode(entry)
+        if name == "executor":
+            private.add(root)
     clash = [p for p, sha in writes if p.is_file() and content_sha256(p) != sha]
     if clash and not overwrite:
         raise OperationalError(f"restore {doc['key']}: {len(clash)} existing files differ from "
@@ -275,10 +289,14 @@ def restore(cfg: Config, *, key: str | None = None, at: datetime | None = None,
             part.unlink()
             raise OperationalError(f"backup object {sha} does not match its hash; the backup "
                                    f"{doc['key']} is damaged at {path.name}")
+        os.chmod(part, modes[path])
         for suffix in SIDECARS:  # the replaced database's WAL would be replayed onto this one
             path.with_name(path.name + suffix).unlink(missing_ok=True)
         os.replace(part, path)
         written.append(path)
+    for root in private:
+        for folder in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+            folder.chmod(0o700)
     return RestoreResult(key=str(doc["key"]), written=tuple(written),
                          unchanged=len(writes) - len(written), skipped=skipped,
                          moved=tuple(moved))

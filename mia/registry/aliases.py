@@ -222,9 +222,12 @@ def set_canary(cfg: Config, symbol: str, version: str, *, reason: str,
         if old is not None:
             writes.append(Write(op="delete_tag", version=old, key=TAG_SHARE))
             changes[old] = ["-canary"]
+        override = ("" if tags.get("gate/passed") != "false" else
+                    f"\nnote: the promotion gate rejected v{version}; this canary is a "
+                    "person's override (the reason is on record)")
         return _plan(blank, writes, changes, {"canary": version},
                      f"canary -> v{version} at share {s:g}"
-                     + (f" (replaces v{old})" if old else ""))
+                     + (f" (replaces v{old})" if old else "") + override)
 
     return _move(cfg, symbol, "set_canary", {"version": version, "share": f"{s:g}"}, reason,
                  build, client=client, clock=clock, user=user)

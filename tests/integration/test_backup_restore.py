@@ -152,6 +152,12 @@ def test_wipe_then_mia_restore_resumes_the_executor_with_identical_positions_and
     assert "executor" in out
     assert "[local: empty]" in out
     assert "restored " in out
+    restored = home / "executor"
+    folders = [restored, *(p for p in restored.rglob("*") if p.is_dir())]
+    assert {oct(f.stat().st_mode & 0o777) for f in folders} == {"0o700"}  # the owner's only
+    files = [p for p in restored.rglob("*") if p.is_file()]
+    assert files
+    assert {oct(f.stat().st_mode & 0o777) for f in files} == {"0o600"}  # as the executor made them
     state, rec = recovered(home)
     assert state == stopped  # books (positions, cash), open orders, risk state, working orders
     assert rec.loaded.path is not None  # resumed from the snapshot, then the journal after it
@@ -194,9 +200,12 @@ def test_restore_is_refused_while_an_executor_writes_the_state(env, mia):
     assert mia("backup")[0] == 0
     with Journal(home / "executor" / "journal.sqlite") as j:  # an executor runs and trades on
         j.append("alert", {"level": "info", "code": "later", "message": "after the backup"})
-        code, _, err = mia("restore", "--force")
-        assert code == 2
-        assert "stop it before restoring its state" in err
+        for force in (["--force"], []):  # said first, with or without --force
+            code, out, err = mia("restore", *force)
+            assert code == 2
+            assert "is writing" in err
+            assert "stop it first" in err
+            assert out == ""  # no plan: nothing but the refusal
         assert j.count("alert") == 1  # its state was neither moved nor replaced
     assert not [p for p in home.iterdir() if ".before-restore-" in p.name]
 

@@ -22,7 +22,7 @@ from mia.clock import TestClock
 from mia.config import load_config
 from mia.errors import OperationalError, TemporaryError
 from mia.registry import aliases as moves
-from mia.registry.gate import GateMetrics, evaluate_gate
+from mia.registry.gate import GateMetrics, GateVerdict, evaluate_gate
 from mia.registry.models import alias_metrics, apply_gate, register, status
 from mia.registry.tracking import configure
 
@@ -194,6 +194,15 @@ def test_register_refuses_bad_inputs_with_what_to_fix(w, kwargs, message):
     with pytest.raises(OperationalError, match=message):
         register(w.cfg, args.pop("run_id"), args.pop("artifact_path"), args.pop("symbol"),
                  client=w.client, **args)
+
+
+def test_a_canary_the_gate_rejected_is_a_persons_override_and_says_so(w):
+    verdict = GateVerdict(passed=False, reasons=("too slow",), checks=(), reference="production")
+    v = register(w.cfg, w.runs[0], "bundle", "ES", metrics=GOOD, gate_verdict=verdict,
+                 client=w.client)
+    out = moves.set_canary(w.cfg, "ES", v, reason="a person's call", **w.kw)
+    assert out.message.startswith(f"mia-ES: canary -> v{v} at share 0.05")
+    assert f"the promotion gate rejected v{v}; this canary is a person's override" in out.message
 
 
 def test_canary_promote_and_rollback_move_the_aliases_and_audit_every_version(w):

@@ -223,3 +223,16 @@ def test_backup_and_restore_through_a_real_s3_server(tmp_path):
         assert len(restored.written) == len(first.files)
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(("entry", "mode"), [
+    ({"component": "executor", "mode": "0600"}, 0o600),
+    ({"component": "data", "mode": "0644"}, 0o644),
+    ({"component": "executor"}, 0o600),  # a manifest from before modes were recorded
+    ({"component": "data"}, 0o644),
+    ({"component": "executor", "mode": "104755"}, 0o755),  # only the permission bits
+])
+def test_a_restored_file_gets_the_mode_it_was_backed_up_with(entry, mode):
+    from mia.pipelines.backup_restore import file_mode
+
+    assert file_mode(entry) == mode
