@@ -15,6 +15,8 @@ Offline (``models.source: local``) the bundles are directory paths and nothing i
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable
@@ -184,13 +186,18 @@ class ModelWatcher:
         """Download and verify one version's bundle. :raises: on any failure."""
         import mlflow
 
+        # a service's log is no terminal: no progress bar per artifact in journalctl
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         dst = Path(tempfile.mkdtemp(prefix=f"mia-{self.symbol}-v{version}-"))
-        local = Path(mlflow.artifacts.download_artifacts(f"models:/mia-{self.symbol}/{version}",
-                                                         dst_path=str(dst)))
-        found = sorted(p.parent for p in local.rglob("bundle.json"))
-        if not found:
-            raise FileNotFoundError(f"mia-{self.symbol} v{version} holds no bundle")
-        return self._load_slot(found[0], version)
+        try:  # the slot holds the verified bytes: the download is not needed after the load
+            local = Path(mlflow.artifacts.download_artifacts(
+                f"models:/mia-{self.symbol}/{version}", dst_path=str(dst)))
+            found = sorted(p.parent for p in local.rglob("bundle.json"))
+            if not found:
+                raise FileNotFoundError(f"mia-{self.symbol} v{version} holds no bundle")
+            return self._load_slot(found[0], version)
+        finally:
+            shutil.rmtree(dst, ignore_errors=True)
 
     def _do_clears(self) -> None:
         with self._lock:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from itertools import islice
@@ -124,7 +125,9 @@ def swaps(st: Any) -> list[dict[str, Any]]:
 
 
 def test_an_alias_move_loads_in_the_background_and_swaps_between_ticks(registry, world,
-                                                                     make_executor):
+                                                                     make_executor, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the downloads go
     aliases(registry, production="1")
     ex, st, watcher, alerts = watched(registry, make_executor, poll_seconds=0.05)
     assert ex.slots["production"].version == "1"
@@ -161,6 +164,7 @@ def test_an_alias_move_loads_in_the_background_and_swaps_between_ticks(registry,
     np.testing.assert_allclose(ex.slots["production"].raw_features(), reference.raw_features(),
                                rtol=1e-9, atol=1e-12)
     assert len([b for _, b, _ in stats.decisions if b == "production"]) == stats.bars
+    assert list(tmp_path.glob("mia-ES-v*")) == []  # each download is removed once loaded
 
 
 def test_a_broken_bundle_alerts_and_the_running_model_keeps_trading(registry, world,
