@@ -109,6 +109,11 @@ def _live(args: argparse.Namespace) -> int:
     if ex.svc.watcher is not None:
         ex.svc.watcher.start()
     systemd.notify("READY=1")
+    log = logging.getLogger("mia.executor")
+    models = {n: None if s is None else s.version for n, s in ex.slots.items()}
+    log.info("ready: %s, models %s, routing %s (canary share %g), feed %s, state %s",
+             settings.symbol, models, ex.routing.mode, ex.routing.share, settings.feed.kind,
+             settings.state_path)
     interval = systemd.watchdog_interval_s()
 
     def events() -> Any:
@@ -128,6 +133,10 @@ def _live(args: argparse.Namespace) -> int:
     feed.close()
     if ex.svc.watcher is not None:
         ex.svc.watcher.stop()
+    books = {f"{b}/{sym}": pos.quantity for (b, sym), pos in sorted(ex.state.books.items())}
+    log.info("stopped: %d bars this run, %d orders, %d fills; positions %s; state in %s",
+             ex.stats.bars, ex.stats.orders, ex.stats.fills, books or "flat",
+             settings.state_path)
     return 0
 
 

@@ -8,6 +8,7 @@ Executors come from ``make_live`` (conftest.py): ``executor.app.live`` from an
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from itertools import islice
@@ -81,6 +82,9 @@ def test_python_m_executor_with_a_replay_feed_trades_and_stops_flat(world, tmp_p
         cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
         timeout=600, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
+    # what an operator reads in journalctl: the start and the stop, with what it holds
+    assert re.search(r"ready: ES, models {'production': '[^']+', 'canary': None}", out.stderr)
+    assert re.search(r"stopped: \d+ bars this run, \d+ orders, \d+ fills; positions ", out.stderr)
     es = sum(ev.bar.symbol == "ES" for ev in world.replay(TRADE_FROM, TRADE_FROM))
     with Journal(state / "journal.sqlite", readonly=True) as journal:
         assert journal.count("bar") == es  # every stored bar traded: none judged stale
