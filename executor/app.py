@@ -84,6 +84,11 @@ def open_state(state_dir: Path, symbols: Sequence[str], params: Any, *,
     recovered = recover(journal, broker, snapshots,
                         multipliers={s: contract(s).multiplier for s in symbols},
                         hold=hold, alert=alert)
+    r = recovered
+    _log.info("recovered %s: %s, then %d journal records; broker: %d fills drained, %d orders "
+              "resent, %d unknown orders, %d position mismatches", root,
+              r.loaded.path.name if r.loaded.path else "no snapshot (a clean start)", r.replayed,
+              r.drained, len(r.resubmitted), len(r.unknown), len(r.mismatches))
     return Opened(journal=journal, broker=broker, snapshots=snapshots, recovered=recovered)
 
 

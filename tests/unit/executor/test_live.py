@@ -84,6 +84,8 @@ def test_python_m_executor_with_a_replay_feed_trades_and_stops_flat(world, tmp_p
     assert out.returncode == 0, out.stderr[-3000:]
     # what an operator reads in journalctl: the start and the stop, with what it holds
     assert re.search(r"ready: ES, models {'production': '[^']+', 'canary': None}", out.stderr)
+    assert "recovered " in out.stderr
+    assert "no snapshot (a clean start), then 0 journal records" in out.stderr
     assert re.search(r"stopped: \d+ bars this run, \d+ orders, \d+ fills; positions ", out.stderr)
     es = sum(ev.bar.symbol == "ES" for ev in world.replay(TRADE_FROM, TRADE_FROM))
     with Journal(state / "journal.sqlite", readonly=True) as journal:
