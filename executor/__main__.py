@@ -134,9 +134,9 @@ def _live(args: argparse.Namespace) -> int:
     if ex.svc.watcher is not None:
         ex.svc.watcher.stop()
     books = {f"{b}/{sym}": pos.quantity for (b, sym), pos in sorted(ex.state.books.items())}
-    log.info("stopped: %d bars this run, %d orders, %d fills; positions %s; state in %s",
-             ex.stats.bars, ex.stats.orders, ex.stats.fills, books or "flat",
-             settings.state_path)
+    log.info("stopped: %d bars this run (%d caught up on after the start), %d orders, %d fills;"
+             " positions %s; state in %s", ex.stats.bars + ex.stats.backlog, ex.stats.backlog,
+             ex.stats.orders, ex.stats.fills, books or "flat", settings.state_path)
     return 0
 
 

@@ -49,6 +49,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from threading import Event, Lock
 from typing import Any
@@ -60,6 +61,7 @@ from executor.broker.base import Fill, Order, OrderRejected, client_id
 from executor.calendar import session_open, trade_date
 from executor.canary import CanaryWatch
 from executor.feeds.base import BadMessage, FeedItem, Idle
+from executor.journal import JournalError
 from executor.router import Routing
 from executor.rows import input_row
 from executor.settings import RollbackSettings
@@ -103,6 +105,10 @@ class Services:
     watcher: Any = None
 
 
+def _iso(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclass(kw_only=True)
 class TickStats:
     """What a run did (replay summaries, benchmarks)."""
@@ -112,6 +118,7 @@ class TickStats:
     orders: int = 0
     exits: int = 0  # stop / take-profit orders among them
     fills: int = 0
+    backlog: int = 0  # bars published while the process was down: caught up on, not traded
     shadow_fills: int = 0  # hypothetical fills of the shadow book (never at the broker)
     latency_ns: list[int] = field(default_factory=list)
     decisions: list[tuple[int, str, int]] = field(default_factory=list)  # ts, book, target
@@ -189,6 +196,10 @@ class Executor:
         self._orphans = True  # check for a book nothing trades (a restart may leave one)
         self._bad_share: str | None = None  # the invalid share alerted last (_share)
         self._latency_ms: float | None = None  # the last accepted tick's, for the next on_bar
+        # a start catches up on the bars published while the process was down (_catch_up)
+        # until the first fresh one; a replay's clock is its bars': none is ever stale
+        self._catching_up = not replay
+        self._feed_lost: int | None = None  # when the feed lost its source (feed_down)
         # the capital each engine's equity track holds (_rebase); a risk state journaled
         # before it was recorded holds today's capital
         self._basis: dict[str, float] = {
@@ -218,14 +229,34 @@ class Executor:
         gc.collect()
         gc.freeze()
         self._set_phase(self._worst_mode(), "started")
-        for event in feed:
-            if self.stop_event.is_set():
-                break
-            self.handle(event)
-        for item, row in self._flush():
-            self._tick(item, row)
+        try:
+            for event in feed:
+                if self.stop_event.is_set():
+                    break
+                self.handle(event)
+            for item, row in self._flush():
+                self._tick(item, row)
+        except JournalError as exc:  # the process stops (exit 2): say so where people look
+            self._journal_lost(exc)
+            raise
         self.shutdown(flatten=self.flatten_on_stop)
         return self.stats
+
+    def _journal_lost(self, exc: JournalError) -> None:
+        # a failed journal write latched the state HALTED (executor.state): nothing more can be
+        # journaled, so the alert goes to the log, the metrics and the webhook only
+        message = (f"the journal cannot be written ({exc}); trading stopped, the process exits. "
+                   "Free the disk or fix the volume, then restart: recovery resumes from the "
+                   "journal as it is")
+        log.critical("emergency journal_error: %s", message)
+        if self.svc.metrics is not None:
+            self.svc.metrics.set_trading_state("HALTED")
+        if self.svc.alerter is not None:
+            from executor.alerts import Alert
+
+            self.svc.alerter.send(Alert(level="emergency", code="journal_error",
+                                        message=message, ts_ns=self._now_ns()))
+            self.svc.alerter.flush(5.0)
 
     def request_stop(self) -> None:
         """Ask for a graceful stop (SIGTERM / SIGINT): no new orders after the current bar."""
@@ -262,14 +293,32 @@ class Executor:
             is_open = session_open(now)
             for key, engine in self._trading_engines():
                 self._journal_events(key, engine.heartbeat(now_ns=now, session_open=is_open))
+            self._feed_link(event.connected, event.reason)
             return
         if isinstance(event, BadMessage):
             self._fault(event.code, f"{event.symbol} entry {event.source_id}: {event.reason}",
                         self._now_ns())
             self._between_bars(None)  # a storm of bad entries still sees the kill file
             return
+        if self._feed_lost is not None:
+            self._feed_link(True, "")
         for item, row in self._join(event):
             self._tick(item, row)
+
+    def _feed_link(self, connected: bool, reason: str) -> None:
+        # feed_down once when the source becomes unreachable, feed_restored when it answers
+        # again (a bar, or an idle tick while connected); the stale-feed breaker judges the
+        # silence itself, in the session only
+        if not connected and self._feed_lost is None:
+            self._feed_lost = self._now_ns()
+            self.alert("critical", "feed_down", f"the feed cannot reach its source ({reason}); "
+                       "reconnecting. No bar, no decision: in the CME session the stale-feed "
+                       "breaker reduces after risk.stale_feed_seconds")
+        elif connected and self._feed_lost is not None:
+            down = (self._now_ns() - self._feed_lost) / 1e9
+            self._feed_lost = None
+            self.alert("info", "feed_restored", f"the feed reaches its source again after "
+                       f"{down:.0f} s")
 
     def _join(self, item: FeedItem) -> list[tuple[FeedItem, np.ndarray]]:
         # The traded symbol's bar waits for the other symbol's bar of the same minute (the
@@ -344,9 +393,18 @@ class Executor:
         fault = self.validator.check(ts, bar.open, bar.high, bar.low, bar.close, bar.volume,
                                      now_ns=now, atr=atr)
         validate_ns = clock() - t
+        if fault is not None and fault.code == "stale" and self._catching_up:
+            # every other rule still holds for a backlog bar: judged as if it were fresh
+            fault = self.validator.check(ts, bar.open, bar.high, bar.low, bar.close,
+                                         bar.volume, now_ns=ts, atr=atr)
+            if fault is None:
+                self._catch_up(item, row, now)
+                return
         if fault is not None:
             self._reject(item, fault.code, fault.message)
             return
+        if self._catching_up:
+            self._caught_up(ts, now)
         self._bar_ns = ts
         self._advance(row)
         self.svc.broker.on_bar(bar)
@@ -420,6 +478,33 @@ class Executor:
         self.stats.latency_ns.append(elapsed)
         self._latency_ms = elapsed / 1e6
         self._after_bar(ts, bar.close, elapsed)
+
+    def _catch_up(self, item: FeedItem, row: np.ndarray, now: int) -> None:
+        # A bar published while the process was down (an in-session restart): too old to
+        # decide on, and no fault either (the feed is fine, this process was away). It
+        # advances the features and the broker's fills as every bar does and is journaled and
+        # acked; no stop, decision or order uses its price. The first fresh bar ends the
+        # catch-up; a feed that stays stale trips the stale-feed breaker meanwhile.
+        ts = item.ts_ns
+        if self.stats.backlog == 0:
+            self.alert("info", "backlog", f"catching up on the bars published while the "
+                       f"executor was down, from {_iso(ts)} ({(now - ts) / 1e9:.0f} s old); "
+                       "no decision until a bar is fresher than risk.stale_feed_seconds")
+        self.stats.backlog += 1
+        self._bar_ns = ts
+        self._advance(row)
+        self.svc.broker.on_bar(item.bar)
+        self._poll(ts, ref_price=item.bar.open)
+        self.state.commit(self.svc.journal, bar_entry(self.symbol, ts, item.source_id))
+        self._acked(item, ts)
+        self._between_bars(ts)
+
+    def _caught_up(self, ts: int, now: int) -> None:
+        self._catching_up = False
+        if self.stats.backlog:
+            self.alert("info", "backlog", f"caught up: {self.stats.backlog} bars published while "
+                       f"the executor was down advanced the features without trading; trading "
+                       f"resumes at {_iso(ts)} ({(now - ts) / 1e9:.1f} s old)")
 
     def _risk_refused(self, book: str, why: str) -> None:
         # alerted when the reason changes, not on every bar it repeats

@@ -27,7 +27,7 @@ from executor.app import open_state, publish_models
 from executor.broker import Order, PaperBroker, client_id
 from executor.feature_log import PSI_MIN_BARS
 from executor.feeds.base import FeedItem
-from executor.journal import Journal, to_ns
+from executor.journal import Journal, JournalError, to_ns
 from executor.metrics import ExecutorMetrics
 from executor.recovery import MISMATCH_HOLD, MismatchHold, recover
 from executor.snapshots import SnapshotStore
@@ -167,6 +167,37 @@ def test_a_hand_fill_after_the_books_exist_is_refused_by_the_risk_gate_not_a_cra
     codes = [r.payload["code"] for r in ex.svc.journal.read("alert")]
     assert "unknown_fill" in codes
     assert "risk_input" in codes
+
+
+def test_a_journal_that_cannot_be_written_stops_the_loop_with_an_emergency_alert(
+        world, make_executor, monkeypatch):
+    ex, _ = make_executor()
+    metrics, hook = ExecutorMetrics(), Webhook()
+    ex.svc.metrics = metrics
+    ex.svc.alerter = Alerter(hook.url, metrics=metrics)
+    journal, real = ex.svc.journal, ex.svc.journal.append
+    calls = {"n": 0}
+
+    def filling_disk(kind: str, payload: Any, key: Any = None) -> bool:
+        calls["n"] += 1
+        if calls["n"] > 30:
+            raise JournalError(f"journal {journal.path}: writing a {kind} record failed "
+                               "(database or disk is full)")
+        return real(kind, payload, key=key)
+
+    monkeypatch.setattr(journal, "append", filling_disk)
+    try:
+        with pytest.raises(JournalError, match="disk is full"):
+            ex.run(islice(world.replay(), 200))
+        posted = [b for b in hook.bodies if b["code"] == "journal_error"]
+    finally:
+        ex.svc.alerter.close()
+        hook.close()
+    assert [b["level"] for b in posted] == ["emergency"]
+    assert "the process exits" in posted[0]["message"]
+    assert ex.state.trading_state == "HALTED"
+    s = samples(metrics)
+    assert s[("mia_trading_state", (("state", "HALTED"),))] == 1.0
 
 
 def test_alerts_of_an_earlier_start_are_not_sent_again(parts):

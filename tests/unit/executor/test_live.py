@@ -86,7 +86,8 @@ def test_python_m_executor_with_a_replay_feed_trades_and_stops_flat(world, tmp_p
     assert re.search(r"ready: ES, models {'production': '[^']+', 'canary': None}", out.stderr)
     assert "recovered " in out.stderr
     assert "no snapshot (a clean start), then 0 journal records" in out.stderr
-    assert re.search(r"stopped: \d+ bars this run, \d+ orders, \d+ fills; positions ", out.stderr)
+    assert re.search(r"stopped: \d+ bars this run \(\d+ caught up on after the start\), "
+                     r"\d+ orders, \d+ fills; positions ", out.stderr)
     es = sum(ev.bar.symbol == "ES" for ev in world.replay(TRADE_FROM, TRADE_FROM))
     with Journal(state / "journal.sqlite", readonly=True) as journal:
         assert journal.count("bar") == es  # every stored bar traded: none judged stale

@@ -428,6 +428,10 @@ def test_a_disconnected_feed_in_the_session_trips_the_stale_feed_breaker(world, 
         ex.handle(Idle(waited_s=10.0, connected=False, reason="Connection refused"))
     assert stale_trips(st.journal) == ["engage"]
     assert ex.engines["production/ES"].mode is Mode.REDUCING
+    ex.handle(IDLE)  # reconnected, no bar yet
+    links = [(r.payload["code"], r.payload["level"]) for r in st.journal.read("alert")
+             if r.payload["code"].startswith("feed_")]
+    assert links == [("feed_down", "critical"), ("feed_restored", "info")]  # once each
 
 
 @pytest.mark.parametrize(("day", "quiet"), [
@@ -529,3 +533,55 @@ def test_a_refused_decision_is_alerted_once_and_the_loop_goes_on(world, make_exe
     assert len(alerts) == 1
     assert "no trade record" in alerts[0]
     assert [r for r in st.journal.read("order") if r.payload["action"] == "submit"] == []
+
+
+# --- a restart in the session: the backlog ----------------------------------------------------
+
+def restarted_feed(clock: Clock, events: Iterable[Any], restart_ns: int) -> Iterator[Any]:
+    """A live feed after a restart at ``restart_ns``: the bars published while the process was
+    down arrive at once, then each new bar a second after its close."""
+    for ev in events:
+        if isinstance(ev, FeedItem):
+            clock.now = max(restart_ns, ev.ts_ns + 1_000_000_000)
+        yield ev
+
+
+def test_a_restart_in_the_session_catches_up_on_the_backlog_without_trading_or_faults(
+        world, make_live_loop):
+    clock = Clock()
+    ex, st = make_live_loop(clock)
+    events = list(es_bars(80, world.replay()))
+    es = [ev.ts_ns for ev in events if ev.bar.symbol == "ES"]
+    restart = es[59]  # down for an hour: 60 bars published meanwhile
+    stale_s = world.cfg.params.risk.stale_feed_seconds
+    backlog = [ts for ts in es if restart - ts > stale_s * 1e9]
+    ex.run(restarted_feed(clock, events, restart))
+    assert ex.stats.faults == 0  # the backlog is no bad data: nothing for data_quality
+    assert [c for c in causes(st.journal) if c[1] == "breaker.data_quality"] == []
+    assert ex.stats.backlog == len(backlog) > 50
+    assert st.journal.count("bar") == len(es)  # every bar journaled (and acked)
+    # no decision on a backlog bar's price; the fresh ones trade
+    decided = sorted({ts for ts, _, _ in ex.stats.decisions})
+    assert decided
+    assert decided[0] > backlog[-1]
+    notes = [r.payload["message"] for r in st.journal.read("alert")
+             if r.payload["code"] == "backlog"]
+    assert len(notes) == 2
+    assert notes[0].startswith("catching up on the bars published while the executor was down")
+    assert notes[1].startswith(f"caught up: {len(backlog)} bars")
+
+
+def test_a_stale_bar_after_the_catch_up_is_a_data_fault_again(world, make_live_loop):
+    clock = Clock()
+    ex, st = make_live_loop(clock)
+    events = list(es_bars(30, world.replay()))  # 30 ES bars, each with its MNQ partner
+    ex.run(live_bars(clock, events[:20]))  # 10 fresh bars: no catch-up to do
+    late = int(world.cfg.params.risk.stale_feed_seconds * 10**9) + 10**9
+    for ev in events[20:]:
+        if isinstance(ev, FeedItem):
+            clock.now = ev.ts_ns + late  # a publisher running behind
+        ex.handle(ev)
+    assert ex.stats.backlog == 0
+    stale = [r for r in st.journal.read("alert") if r.payload["code"] == "data_stale"]
+    assert len(stale) == 20  # each late ES bar is rejected as stale, as before the catch-up
+    assert ex.stats.bars == 10
