@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import numpy as np
 
+from mia.data.files import pid_alive
 from mia.drift.live_log import BASE_COLUMNS, PART_PREFIX, PART_SUFFIX, day_dir, symbol_dir
 from mia.errors import OperationalError
 
@@ -486,15 +487,5 @@ def _sweep_dead_temps(root: Path) -> None:
             pid = int(tmp.name.split("-")[2])
         except (IndexError, ValueError):
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's live process
-    return True

@@ -119,12 +119,18 @@ def test_recovery_sends_every_alert_it_journals_to_the_alert_sink(parts):
     assert {level for level, _, _ in sent} == {"critical"}
 
 
-def test_a_fill_for_an_unknown_order_while_running_is_alerted_once_and_journaled_once(
-        world, make_executor, caplog):
-    ex, opened = make_executor()
+def _alerting(ex: Any) -> tuple[ExecutorMetrics, Webhook]:
+    """Give a loop the live process's metrics and an alerter posting to a local webhook."""
     metrics, hook = ExecutorMetrics(), Webhook()
     ex.svc.metrics = metrics
     ex.svc.alerter = Alerter(hook.url, metrics=metrics)
+    return metrics, hook
+
+
+def test_a_fill_for_an_unknown_order_while_running_is_alerted_once_and_journaled_once(
+        world, make_executor, caplog):
+    ex, opened = make_executor()
+    metrics, hook = _alerting(ex)
     events = list(islice(world.replay(), 6))
     first = next(e for e in events if isinstance(e, FeedItem) and e.bar.symbol == "ES")
     # traded at the broker by hand: an order the journal never saw, filled at the first bar
@@ -172,9 +178,7 @@ def test_a_hand_fill_after_the_books_exist_is_refused_by_the_risk_gate_not_a_cra
 def test_a_journal_that_cannot_be_written_stops_the_loop_with_an_emergency_alert(
         world, make_executor, monkeypatch):
     ex, _ = make_executor()
-    metrics, hook = ExecutorMetrics(), Webhook()
-    ex.svc.metrics = metrics
-    ex.svc.alerter = Alerter(hook.url, metrics=metrics)
+    metrics, hook = _alerting(ex)
     journal, real = ex.svc.journal, ex.svc.journal.append
     calls = {"n": 0}
 
