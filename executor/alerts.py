@@ -43,12 +43,28 @@ code                       level      threshold  raised when
 ``trading_halted``         emergency  —          trading state went HALTED
 ``kill_switch``            emergency  —          the kill switch was used
 ``canary_rollback``        critical   —          the canary was rolled back
-``model_load_failed``      warning    —          a new bundle failed to load; the running one
+``model_load_failed``      critical   —          a new bundle failed to load; the running one
                                                  stays
 ``registry_unreachable``   warning    —          MLflow cannot be polled; trading carries on
 ``reconcile_mismatch``     critical   —          journal and broker positions disagree
 ``journal_error``          emergency  —          the journal cannot be written
 ``latency_high``           warning    250e-6     tick-to-decision p99 above 250 us
+``order_rejected``         critical   —          the broker refused an order
+``cancel_rejected``        warning    —          a cancel came too late (the order filled)
+``unknown_order``          critical   —          an order works at the broker that the journal
+                                                 lacks (recovery)
+``unknown_fill``           critical   —          a fill for an order the journal lacks
+``production_decision_     warning    —          production's (or the canary's) model raised on
+failed``, ``canary_...``                         a bar: no decision on it
+``canary_share_invalid``   critical   —          the registry's canary share is invalid; the
+                                                 running share stays
+``risk_input``             critical   —          the risk gate refused a book's decision
+``warmup_short``           warning    —          too little stored history to start warm
+``hold_released``          info       —          a person released a latched hold
+``release_refused``        warning    —          a release request released nothing
+``backlog``                info       —          a start catches up on the bars published while
+                                                 the process was down (start and end)
+``feed_restored``          info       —          the feed reaches its source again
 =========================  =========  =========  ==============================================
 """
 
@@ -108,11 +124,24 @@ CATALOGUE: Final[dict[str, AlertSpec]] = {
     "trading_halted": AlertSpec("emergency", None, "trading HALTED"),
     "kill_switch": AlertSpec("emergency", None, "kill switch used"),
     "canary_rollback": AlertSpec("critical", None, "canary rolled back"),
-    "model_load_failed": AlertSpec("warning", None, "new bundle failed to load"),
+    "model_load_failed": AlertSpec("critical", None, "new bundle failed to load"),
     "registry_unreachable": AlertSpec("warning", None, "MLflow cannot be polled"),
     "reconcile_mismatch": AlertSpec("critical", None, "journal and broker positions differ"),
     "journal_error": AlertSpec("emergency", None, "journal cannot be written"),
     "latency_high": AlertSpec("warning", 250e-6, "tick-to-decision p99 above 250 us"),
+    "order_rejected": AlertSpec("critical", None, "the broker refused an order"),
+    "cancel_rejected": AlertSpec("warning", None, "a cancel came too late (the order filled)"),
+    "unknown_order": AlertSpec("critical", None, "an order works that the journal lacks"),
+    "unknown_fill": AlertSpec("critical", None, "a fill for an order the journal lacks"),
+    "production_decision_failed": AlertSpec("warning", None, "production's model raised"),
+    "canary_decision_failed": AlertSpec("warning", None, "the canary's model raised"),
+    "canary_share_invalid": AlertSpec("critical", None, "the registry's canary share is invalid"),
+    "risk_input": AlertSpec("critical", None, "the risk gate refused a book's decision"),
+    "warmup_short": AlertSpec("warning", None, "too little history to start warm"),
+    "hold_released": AlertSpec("info", None, "a person released a latched hold"),
+    "release_refused": AlertSpec("warning", None, "a release request released nothing"),
+    "backlog": AlertSpec("info", None, "catching up on the bars published while down"),
+    "feed_restored": AlertSpec("info", None, "the feed reaches its source again"),
 }
 
 

@@ -163,6 +163,23 @@ def test_catalogue_has_the_reference_alerts_at_valid_levels():
     assert CATALOGUE["confidence_drop"].threshold == 0.5
 
 
+def test_every_alert_the_executor_raises_is_catalogued_at_the_level_it_is_raised():
+    # each series of mia_alerts_total exists from the start (metrics.py), so increase() sees the
+    # first event: an alert raised outside the catalogue would appear only with it
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[3] / "executor"
+    source = "\n".join(p.read_text() for p in package.rglob("*.py"))
+    raised = set(re.findall(r'"(info|warning|critical|emergency)",\s*f?"([a-z_]+)"', source))
+    raised |= {("warning", f"{slot}_decision_failed") for slot in ("production", "canary")}
+    raised -= {(lvl, code) for lvl, code in raised if code in LEVELS}  # ("critical", "emergency")
+    assert len(raised) > 15
+    assert {code: lvl for lvl, code in raised} == {
+        code: CATALOGUE[code].level for _, code in raised if code in CATALOGUE}
+    assert {code for _, code in raised} <= set(CATALOGUE)
+
+
 def test_catalogued_alert_takes_its_level_and_an_unknown_code_degrades_to_a_warning():
     assert catalogued("trading_halted", "m", TS).level == "emergency"
     odd = catalogued("no_such_code", "m", TS)
