@@ -34,12 +34,13 @@ from executor.broker.paper import PaperBroker
 from executor.calendar import trade_date
 from executor.feeds.base import FeedEvent, FeedItem
 from executor.journal import Journal, private_dir
-from executor.loop import Executor, Services, TickStats
+from executor.loop import Executor, Services
 from executor.recovery import AlertSink, MismatchHold, recover
 from executor.router import Routing
 from executor.settings import ExecutorSettings, RollbackSettings
 from executor.slot import ModelSlot
 from executor.snapshots import SnapshotStore
+from executor.stats import TickStats
 from mia.envs.costs import CostModel
 from mia.errors import OperationalError, StoreError
 

@@ -12,17 +12,26 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from typing import Final
 from zoneinfo import ZoneInfo
 
 _ET: Final[ZoneInfo] = ZoneInfo("America/New_York")
+_HOUR_NS: Final[int] = 3_600_000_000_000
 _SHIFT: Final[timedelta] = timedelta(hours=6)  # a session opening at 18:00 ET trades tomorrow
 _BREAK: Final[tuple[time, time]] = (time(17, 0), time(18, 0))  # ET, [start, end)
 
 
 def trade_date(ts_ns: int) -> date:
     """:param ts_ns: bar close, ns since the epoch UTC. :return: its CME trade date."""
-    t = datetime.fromtimestamp(ts_ns / 1e9, tz=UTC).astimezone(_ET)
+    return _trade_date_of_hour(ts_ns // _HOUR_NS)
+
+
+@lru_cache(maxsize=256)
+def _trade_date_of_hour(hour: int) -> date:
+    # constant over a UTC hour: ET is a whole-hour offset, DST moves on the hour and the
+    # session shift is 18:00 ET; a tick reads it from the cache (one every bar)
+    t = datetime.fromtimestamp(hour * 3600, tz=UTC).astimezone(_ET)
     return (t + _SHIFT).date()
 
 

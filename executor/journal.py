@@ -45,6 +45,8 @@ from mia.clock import Clock, SystemClock
 from mia.errors import OperationalError
 
 SCHEMA_VERSION: Final[int] = 1
+# one encoder for every record: json.dumps with options builds a new one per call (~5 us a tick)
+_ENCODE: Final = json.JSONEncoder(sort_keys=True, allow_nan=False, separators=(",", ":")).encode
 KINDS: Final[tuple[str, ...]] = (
     "bar", "decision", "order", "fill", "position", "pnl", "risk_event", "alias_change",
     "model_swap", "alert", "state",
@@ -218,8 +220,7 @@ class Journal:
             raise JournalError(f"{kind} payload lacks {sorted(missing)}; build it with "
                                "the executor.state *_entry helpers; nothing written")
         try:
-            text = json.dumps(dict(payload), sort_keys=True, allow_nan=False,
-                              separators=(",", ":"))
+            text = _ENCODE(dict(payload))
         except (TypeError, ValueError) as exc:
             raise JournalError(f"{kind} payload is not JSON-able ({exc}): pass str, int, float "
                                "(finite), bool, None, lists and dicts; nothing written") from exc

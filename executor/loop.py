@@ -48,7 +48,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from threading import Event, Lock
@@ -76,6 +76,7 @@ from executor.state import (
     risk_entry,
     state_entry,
 )
+from executor.stats import TickStats
 from mia.envs.costs import CostModel
 from mia.errors import MiaError, OperationalError
 from mia.risk import RiskEngine, RiskInputError, RiskRules
@@ -107,21 +108,6 @@ class Services:
 
 def _iso(ts_ns: int) -> str:
     return datetime.fromtimestamp(ts_ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(kw_only=True)
-class TickStats:
-    """What a run did (replay summaries, benchmarks)."""
-
-    bars: int = 0
-    faults: int = 0
-    orders: int = 0
-    exits: int = 0  # stop / take-profit orders among them
-    fills: int = 0
-    backlog: int = 0  # bars published while the process was down: caught up on, not traded
-    shadow_fills: int = 0  # hypothetical fills of the shadow book (never at the broker)
-    latency_ns: list[int] = field(default_factory=list)
-    decisions: list[tuple[int, str, int]] = field(default_factory=list)  # ts, book, target
 
 
 class Executor:

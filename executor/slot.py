@@ -52,6 +52,9 @@ class ModelSlot:
         self.tap = FeatureTap(bundle.risk_spec.names)
         self._raw = np.full(len(bundle.spec.names), np.nan)
         self._risk_raw = np.full(len(bundle.risk_spec.names), np.nan)
+        self._risk_view: RiskFeatures | None = None  # the latest bar's, read once (lazily)
+        self._warmup = max(self.features.spec.warmup,
+                           self.risk.spec.warmup if self.risk is not None else 0)
         self._quantiles = "qrdqn" in {a.name for a in bundle.agents}
 
     @classmethod
@@ -63,8 +66,7 @@ class ModelSlot:
     @property
     def warmup(self) -> int:
         """Bars the feature states need before every feature is ready."""
-        risk = self.risk.spec.warmup if self.risk is not None else 0
-        return max(self.features.spec.warmup, risk)
+        return self._warmup
 
     @property
     def ready(self) -> bool:
@@ -79,6 +81,7 @@ class ModelSlot:
         self._raw = self.features.update(row)
         if self.risk is not None:
             self._risk_raw = self.risk.update(row)
+        self._risk_view = None
 
     def warm(self, rows: np.ndarray) -> None:
         """Run recent history through the feature states (the same kernels, bar by bar).
@@ -93,8 +96,12 @@ class ModelSlot:
             self.update(np.ascontiguousarray(row))
 
     def risk_features(self) -> RiskFeatures:
-        """:return: the risk gate's view of the latest bar (NaN where a feature is absent)."""
-        return self.tap.read(self._risk_raw)
+        """:return: the risk gate's view of the latest bar (NaN where a feature is absent);
+        the stops, the marks and the decision of a bar read the same one."""
+        view = self._risk_view
+        if view is None:
+            view = self._risk_view = self.tap.read(self._risk_raw)
+        return view
 
     def decide(self, position: int) -> Decision:
         """The slot's target for the latest bar, given its book's position.

@@ -58,11 +58,21 @@ CREATE TABLE IF NOT EXISTS fills (
     received INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS positions (symbol TEXT PRIMARY KEY, quantity INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS last_bar (symbol TEXT PRIMARY KEY, ts_ns INTEGER NOT NULL);
+-- every bar with a working order, and every poll after a fill, looks these up: without the
+-- partial indexes each scanned the whole history (30k orders over 1M replayed bars: ~ms)
+CREATE INDEX IF NOT EXISTS orders_working ON orders (symbol, seq) WHERE status = 'working';
+CREATE INDEX IF NOT EXISTS fills_unreceived ON fills (seq) WHERE received = 0;
 """
 _SELECT_FILLS: Final[str] = ("SELECT fill_id, client_id, symbol, quantity, price, fee, ts_ns "
                               "FROM fills ")
 _SELECT_ORDERS: Final[str] = ("SELECT client_id, symbol, quantity, book, reason, created_ns "
                                "FROM orders ")
+# the lookups of every bar with a working order and every poll after a fill (the indexes above)
+_COUNT_DOWN: Final[str] = ("UPDATE orders SET bars_left = bars_left - 1 WHERE symbol = ? AND "
+                           "status = 'working' AND created_ns < ?")
+_DUE: Final[str] = ("SELECT client_id, quantity FROM orders WHERE symbol = ? AND "
+                    "status = 'working' AND bars_left <= 0 ORDER BY seq")
+_UNRECEIVED: Final[str] = _SELECT_FILLS + "WHERE received = 0 ORDER BY seq"
 
 
 class BrokerFault(NamedTuple):
@@ -257,11 +267,8 @@ class PaperBroker:
 
     def _fill_due(self, symbol: str, ts_ns: int, open_: float, spread: float | None,
                   cost: CostModel) -> None:
-        self._db.execute("UPDATE orders SET bars_left = bars_left - 1 WHERE symbol = ? AND "
-                         "status = 'working' AND created_ns < ?", (symbol, ts_ns))
-        due = self._db.execute("SELECT client_id, quantity FROM orders WHERE symbol = ? AND "
-                               "status = 'working' AND bars_left <= 0 ORDER BY seq",
-                               (symbol,)).fetchall()
+        self._db.execute(_COUNT_DOWN, (symbol, ts_ns))
+        due = self._db.execute(_DUE, (symbol,)).fetchall()
         for cid, q in due:
             # the fee is the commission only: spread and slippage are in the price already
             price = cost.fill_price(open_, q, spread)
@@ -294,7 +301,7 @@ class PaperBroker:
             self._unconfirmed = []
         if not self._news:
             return []
-        rows = self._db.execute(_SELECT_FILLS + "WHERE received = 0 ORDER BY seq").fetchall()
+        rows = self._db.execute(_UNRECEIVED).fetchall()
         fills = [Fill(*r) for r in rows]
         self._unconfirmed = [f.fill_id for f in fills]
         self._news = False  # the next fill made sets it again

@@ -39,6 +39,7 @@ class OnlineFeatures:
         self._regs = self._prog.new_regs()
         self._out = np.zeros(len(spec.names), dtype=np.float64)
         self._warmups = np.asarray(spec.warmups, dtype=np.int64)
+        self._warmup = spec.warmup  # read every bar (ready): not recomputed
         self.bars_seen = 0
 
     @staticmethod
@@ -67,7 +68,7 @@ class OnlineFeatures:
     @property
     def ready(self) -> bool:
         """True once every feature has passed its declared warm-up."""
-        return self.bars_seen > self.spec.warmup
+        return self.bars_seen > self._warmup
 
     def ready_mask(self) -> np.ndarray:
         """:return: per-feature readiness after the bars seen so far."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 import stat
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from executor.broker import BrokerFault, BrokerTimeout, Order, OrderRejected, PaperBroker
+from executor.broker import BrokerFault, BrokerTimeout, Order, OrderRejected, PaperBroker, paper
 from executor.journal import to_ns
 from mia.data.contracts import contract
 from mia.envs.costs import CostModel
@@ -247,3 +248,27 @@ def test_paper_broker_has_every_broker_method_with_the_same_parameters():
             impl = getattr(PaperBroker, name)
             assert list(inspect.signature(impl).parameters) == list(
                 inspect.signature(proto).parameters), name
+
+
+@pytest.mark.parametrize(("query", "params"), [
+    (paper._COUNT_DOWN, ("ES", 1)), (paper._DUE, ("ES",)), (paper._UNRECEIVED, ()),
+])
+def test_the_per_bar_lookups_use_an_index_not_a_scan_of_the_history(broker, path, query,
+                                                                    params):
+    # a replay of 1M bars books ~30k orders: a scan of them on every bar with a working order
+    # was the executor's p99 (tests/benchmarks/bench_executor.py)
+    for i in range(50):
+        broker.on_bar(bar(2 * i))
+        broker.submit(order(cid=f"ES.production.{i}.0", q=1))
+        broker.on_bar(bar(2 * i + 1))
+        broker.poll_fills()
+    db = sqlite3.connect(path)
+    try:
+        db.execute("ANALYZE")
+        plan = [r[-1] for r in db.execute("EXPLAIN QUERY PLAN " + query, params)]
+    finally:
+        db.close()
+    # the partial index holds the working orders / unreceived fills only: reading it (even
+    # whole) is not reading the table
+    assert any("orders_working" in p or "fills_unreceived" in p for p in plan), plan
+    assert all("USING INDEX" in p for p in plan if p.startswith("SCAN")), plan
