@@ -142,7 +142,10 @@ def replay(cfg: Any, *, bundle: Path, symbol: str, cross: str | None, start: dat
         raise OperationalError(f"replay: {slot.features.bars_seen} bars of history before "
                                f"{start} do not warm the bundle's features ({slot.warmup + 1} "
                                "needed); start later or pass an earlier --warm-start")
-    with opened.journal.batch():  # one transaction: a replay needs no per-bar durability
+    # one transaction each: a replay needs no per-bar durability. The journal commits first:
+    # orders it holds and the broker lacks are resubmitted by a recovery, the reverse would be
+    # fills nobody ordered
+    with opened.broker.batch(), opened.journal.batch():
         stats = ex.run(ReplayFeed(store, symbols, start, end))
     opened.broker.close()
     opened.journal.close()

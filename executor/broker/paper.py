@@ -125,6 +125,7 @@ class PaperBroker:
                                                          for f in faults}
         self._calls: dict[str, int] = {}
         self._unconfirmed: list[str] = []  # fill ids of the last poll, confirmed by the next
+        self._batched = False  # inside batch(): each call is a savepoint of its transaction
         self._db = connect(self.path, sync=sync)
         try:
             self._db.executescript(_SCHEMA)
@@ -368,14 +369,48 @@ class PaperBroker:
         self._news = True
 
     @contextmanager
-    def _tx(self) -> Iterator[None]:
+    def batch(self) -> Iterator[None]:
+        """Hold every call's changes in one transaction, committed when the block ends (a
+        replay: like :meth:`executor.journal.Journal.batch`, it needs no per-call durability,
+        and a replay killed midway then loses the broker's changes with the journal's instead
+        of keeping orders the journal never committed). Each call stays atomic inside it (a
+        savepoint); an exception rolls the whole block back and propagates.
+
+        :raises OperationalError: the commit failed.
+        """
+        if self._batched:
+            raise OperationalError("paper broker: batch() is already open; batches do not nest")
         try:
             self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise OperationalError(f"paper broker state {self.path}: cannot start a batch "
+                                   f"({exc})") from exc
+        self._batched = True
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._reload()
+            raise
+        finally:
+            self._batched = False
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        begin, commit, rollback = (("SAVEPOINT call", "RELEASE call", "ROLLBACK TO call")
+                                   if self._batched else
+                                   ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"))
+        try:
+            self._db.execute(begin)
             try:
                 yield
-                self._db.execute("COMMIT")
+                self._db.execute(commit)
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute(rollback)
+                if self._batched:
+                    self._db.execute(commit)  # a savepoint rolled back is still open
                 self._reload()
                 raise
         except sqlite3.Error as exc:

@@ -13,7 +13,13 @@ from executor.broker import BrokerFault, BrokerTimeout, Order, OrderRejected, Pa
 from executor.journal import to_ns
 from mia.data.contracts import contract
 from mia.envs.costs import CostModel
-from mia.errors import AlertError, ConfigError, DataValidationError, TemporaryError
+from mia.errors import (
+    AlertError,
+    ConfigError,
+    DataValidationError,
+    OperationalError,
+    TemporaryError,
+)
 from mia.types import Bar
 from tests.unit.risk._rules import PARAMS
 
@@ -272,3 +278,44 @@ def test_the_per_bar_lookups_use_an_index_not_a_scan_of_the_history(broker, path
     # whole) is not reading the table
     assert any("orders_working" in p or "fills_unreceived" in p for p in plan), plan
     assert all("USING INDEX" in p for p in plan if p.startswith("SCAN")), plan
+
+
+def test_a_batch_commits_every_call_at_its_end_and_each_call_stays_atomic(path):
+    b = PaperBroker(path, COSTS, max_order_contracts=5, faults=[
+        BrokerFault("submit", 2, "reject")])
+    with b.batch():
+        b.on_bar(bar(0))
+        b.submit(order(cid="a", q=1))
+        with pytest.raises(OrderRejected):
+            b.submit(order(cid="b", q=1))  # rejected inside the batch: nothing of it kept
+        b.on_bar(bar(1))
+        (fill,) = b.poll_fills()
+        other = sqlite3.connect(path)
+        assert other.execute("SELECT COUNT(*) FROM orders").fetchone() == (0,)  # not yet
+        other.close()
+    assert [o.client_id for o in b.orders()] == ["a"]
+    assert fill.client_id == "a"
+    b.close()
+    again = PaperBroker(path, COSTS, max_order_contracts=5)
+    assert again.positions() == {"ES": 1}
+    again.close()
+
+
+def test_a_batch_that_raises_keeps_nothing_and_the_broker_goes_on(path):
+    b = PaperBroker(path, COSTS, max_order_contracts=5)
+    b.submit(order(cid="before", q=1))
+
+    def crash_inside() -> None:
+        with b.batch():
+            b.on_bar(bar(0))
+            b.submit(order(cid="inside", q=2))
+            raise RuntimeError("crash")
+
+    with pytest.raises(RuntimeError, match="crash"):
+        crash_inside()
+    assert [o.client_id for o in b.working()] == ["before"]
+    b.on_bar(bar(0))
+    assert [f.client_id for f in b.poll_fills()] == ["before"]
+    with pytest.raises(OperationalError, match="do not nest"), b.batch(), b.batch():
+        pass
+    b.close()
