@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from executor import release
-from executor.broker.base import Fill, Order, OrderRejected, client_id
+from executor.broker.base import BrokerTimeout, Fill, Order, OrderRejected, client_id
 from executor.calendar import session_open, trade_date
 from executor.canary import CanaryWatch
 from executor.feeds.base import BadMessage, FeedItem, Idle
@@ -147,6 +147,8 @@ class Executor:
         self.svc, self.routing, self.capital = services, routing, capital
         self.release_dir = release_dir  # where `python -m executor release` writes (release.py)
         self._refused: dict[str, str] = {}  # book -> the risk gate's last refusal
+        self._cvar_high: set[str] = set()  # books whose trades' CVaR is above the cut
+        self._unsent: dict[str, Order] = {}  # journaled orders whose submit timed out
         self.kill_file, self.record = kill_file, record
         self._wall_ns, self._perf_ns = wall_ns, perf_ns
         c = params.env
@@ -340,7 +342,7 @@ class Executor:
         cross = self._cross_close.pop(item.ts_ns, None) if self.cross else None
         for stale in [ts for ts in self._cross_close if ts < item.ts_ns]:
             del self._cross_close[stale]
-        return input_row(item.bar, cross).copy()
+        return input_row(item.bar, cross)  # a new row: the ring keeps it
 
     def _advance(self, row: np.ndarray) -> None:
         for slot in self.slots.values():
@@ -393,7 +395,7 @@ class Executor:
             self._caught_up(ts, now)
         self._bar_ns = ts
         self._advance(row)
-        self.svc.broker.on_bar(bar)
+        self._broker_bar(bar)
         day = trade_date(ts)
         self._poll(ts, ref_price=bar.open)  # last bar's orders, filled at this open
         spread = (bar.extra or {}).get("bid_ask_spread")
@@ -479,7 +481,7 @@ class Executor:
         self.stats.backlog += 1
         self._bar_ns = ts
         self._advance(row)
-        self.svc.broker.on_bar(item.bar)
+        self._broker_bar(item.bar)
         self._poll(ts, ref_price=item.bar.open)
         self.state.commit(self.svc.journal, bar_entry(self.symbol, ts, item.source_id))
         self._acked(item, ts)
@@ -646,15 +648,65 @@ class Executor:
             st.commit(j, order_entry(order, "reject", str(exc)))
             self.alert("critical", "order_rejected", str(exc))
             return
+        except BrokerTimeout as exc:
+            # it may or may not have reached the broker: sent again between bars until the
+            # broker answers (idempotent on client_id); a stop goes again as a market order
+            self._unsent[order.client_id] = order
+            self._execution_error(f"order {order.client_id} ({order.quantity:+d} "
+                                  f"{order.symbol}, {order.reason}) timed out ({exc}); it is "
+                                  "sent again between bars until the broker answers")
+            return
+        self._sent(order)
+
+    def _broker_bar(self, bar: Any) -> None:
+        try:
+            self.svc.broker.on_bar(bar)
+        except BrokerTimeout as exc:  # the broker did not see the bar: its fills come later
+            self._execution_error(f"the broker did not take the {bar.symbol} bar of "
+                                  f"{bar.ts:%Y-%m-%d %H:%M} ({exc}); orders due at it fill at "
+                                  "a later bar")
+
+    def _sent(self, order: Order) -> None:
         self.stats.orders += 1
         if self.svc.metrics is not None:
             self.svc.metrics.order(order.book)
+
+    def _resend(self) -> None:
+        # the orders whose submit timed out, while the journal still has them open (a cancel
+        # or a fill meanwhile ends them); a repeat that reached the broker already is a no-op
+        for cid, order in list(self._unsent.items()):
+            if cid not in self.state.open_orders:
+                del self._unsent[cid]
+                continue
+            try:
+                self.svc.broker.submit(order)
+            except BrokerTimeout:
+                return  # still unreachable: the next time between bars
+            except OrderRejected as exc:
+                del self._unsent[cid]
+                self.state.commit(self.svc.journal, order_entry(order, "reject", str(exc)))
+                self.alert("critical", "order_rejected", str(exc))
+                continue
+            del self._unsent[cid]
+            self._sent(order)
+            log.info("order %s reached the broker on a retry", cid)
+
+    def _execution_error(self, message: str) -> None:
+        # a broker call that timed out: alerted (the alerter rate-limits it per code) and the
+        # loop goes on; not a canary error (the broker is both books'; rollback.max_error_rate
+        # judges the model's decisions)
+        self.alert("critical", "execution_error", message)
 
     def _poll(self, ts: int, *, ref_price: float) -> None:
         # Journal each new fill (before the next poll confirms it), then tell its book's risk
         # engine, at the reference price the decision used (the open, or the stop's level) as
         # the backtest does; the broker's fill price carries the costs, booked in the cash.
-        fills: list[Fill] = self.svc.broker.poll_fills()
+        try:
+            fills: list[Fill] = self.svc.broker.poll_fills()
+        except BrokerTimeout as exc:  # nothing confirmed: the fills come with the next poll
+            self._execution_error(f"poll for fills timed out ({exc}); they are booked at the "
+                                  "next poll, at that poll's reference price")
+            return
         for f in fills:
             before = {b: self.state.position(b, f.symbol) for b in ("production", "canary")}
             if not self.state.commit_fill(self.svc.journal, f, self._journaled_alert):
@@ -674,8 +726,26 @@ class Executor:
             after = self.state.position(book, f.symbol)
             if before[book] != 0 and (after == 0 or (after > 0) != (before[book] > 0)):
                 self._trades[book] = self._trades.get(book, 0) + 1
+                if engine is not None:
+                    self._check_cvar(book, engine)
         if fills and self.svc.metrics is not None:
             self.svc.metrics.fill(len(fills))
+
+    def _check_cvar(self, book: str, engine: RiskEngine) -> None:
+        # a trade closed: the CVaR of the book's last trades (mia.risk.cvar) crossing the cut
+        # is alerted once (the gate cuts leverage from the next decision), its return logged
+        c, cvar = self.rules.cfg, engine.cvar_loss
+        if cvar > c.cut_cvar_loss and book not in self._cvar_high:
+            self._cvar_high.add(book)
+            self.alert("critical", "cvar_limit", f"{book}: CVaR loss of its last "
+                       f"{len(engine.record.returns)} trades is {cvar:.2%} of equity > "
+                       f"risk.cut_cvar_loss {c.cut_cvar_loss:.0%}; leverage is cut to "
+                       f"{c.cut_leverage:g}x. Review the model: a rollback or a retrain "
+                       "(mia_retrain)")
+        elif not cvar > c.cut_cvar_loss and book in self._cvar_high:
+            self._cvar_high.discard(book)
+            log.info("%s book: CVaR loss of its last trades is back to %.2f%% <= "
+                     "risk.cut_cvar_loss; leverage by regime again", book, 100 * cvar)
 
     def _fill_shadow(self, ts: int, open_: float, spread: float | None) -> None:
         # the shadow book's orders sent before this bar fill at its open, as the paper broker
@@ -703,6 +773,8 @@ class Executor:
         after = self.state.position("shadow", order.symbol)
         if before != 0 and (after == 0 or (after > 0) != (before > 0)):
             self._trades["shadow"] = self._trades.get("shadow", 0) + 1
+            if engine is not None:
+                self._check_cvar("shadow", engine)
         book = self.state.books.get(("shadow", order.symbol))
         cash = 0.0 if book is None else book.cash
         log.info("shadow fill %+d %s at %.2f (%s): position %+d, hypothetical PnL %.2f USD "
@@ -732,6 +804,8 @@ class Executor:
 
     def _between_bars(self, ts: int | None) -> None:
         self._apply_swaps()
+        if self._unsent:
+            self._resend()
         if self._orphans:
             self._close_orphans()
         if self.kill_file is not None and self.kill_file.exists():
@@ -829,6 +903,10 @@ class Executor:
                     self.svc.broker.cancel(cid)
                 except OrderRejected as exc:
                     self.alert("warning", "cancel_rejected", str(exc))
+                except BrokerTimeout as exc:  # a fill of it, if any, is booked (and closed)
+                    self._execution_error(f"cancel of {cid} timed out ({exc}); if the order "
+                                          "still fills, the fill is booked and the book's "
+                                          "orphan position closed")
 
     def _order_id(self, ts: int, book: str, seq: int) -> str:
         # orders sent between bars: an id no order used yet (a replay's clock can stand still)

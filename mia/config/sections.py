@@ -177,6 +177,10 @@ class RiskConfig(_Checked):
     cut_leverage: float = field(metadata=POSITIVE)
     cut_vix_es_correlation: float = field(metadata=UNIT)
     cut_cvar_loss: float = field(metadata=POSITIVE)
+    # the CVaR the cut reads: of the book's last closed trades (mia.risk.engine.TradeRecord)
+    cvar_trades: int = field(metadata=POSITIVE)
+    cvar_alpha: float = field(metadata=UNIT)
+    cvar_min_trades: int = field(metadata=POSITIVE)
     cut_bid_ask_imbalance: float = field(metadata=UNIT)
     fallback_regime: Regime
     # stops and take profit
@@ -220,6 +224,12 @@ class RiskConfig(_Checked):
         if self.loss_breaker >= self.daily_loss_limit:
             out.append(f"loss_breaker: {self.loss_breaker} must be below daily_loss_limit "
                        f"{self.daily_loss_limit} (the breaker reduces before the limit halts)")
+        if self.cvar_min_trades > self.cvar_trades:
+            out.append(f"cvar_min_trades: {self.cvar_min_trades} is above cvar_trades "
+                       f"{self.cvar_trades} (the window); the CVaR would never be measured")
+        if not self.cvar_alpha < 1.0:
+            out.append(f"cvar_alpha: {self.cvar_alpha} must be below 1 (0.95: the mean of the "
+                       "worst 5 % of trades)")
         if self.exit_adx > self.trend_adx:
             out.append(f"exit_adx: {self.exit_adx} is above trend_adx {self.trend_adx}; a "
                        "confirmed trend would exit at once")

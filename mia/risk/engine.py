@@ -27,6 +27,7 @@ from datetime import date
 from typing import Final, NamedTuple
 
 from mia.risk import breakers as brk
+from mia.risk.cvar import TradeRecord
 from mia.risk.gate import Book, Decision, check
 from mia.risk.inputs import RiskFeatures
 from mia.risk.limits import EquityTrack, rebase_day, rebase_peak, start_track, update_track
@@ -93,11 +94,19 @@ class RiskEngine:
         self.last_atr = math.nan
         self.feed_ns = now_ns  # last bar, or the session (re)opening, for the stale-feed clock
         self.session_open = True
+        c = rules.cfg
+        self.record = TradeRecord(c.cvar_trades, c.cvar_alpha, c.cvar_min_trades)
 
     @property
     def mode(self) -> Mode:
         """:return: the trading state."""
         return self.state.mode
+
+    @property
+    def cvar_loss(self) -> float:
+        """:return: the CVaR loss of the book's last closed trades, equity fraction
+        (:mod:`mia.risk.cvar`; NaN until ``risk.cvar_min_trades`` have closed)."""
+        return self.record.cvar_loss
 
     # --- bars and faults ------------------------------------------------------------------
 
@@ -223,9 +232,13 @@ class RiskEngine:
         :param position: signed contracts held (must match the fills reported).
         :param equity: USD at the close.
         :param price: the bar's close, points.
-        :param features: the bar's raw risk features.
+        :param features: the bar's raw risk features; a NaN ``cvar_loss`` (a
+            :class:`~mia.risk.inputs.FeatureTap` row) reads the engine's own
+            (:attr:`cvar_loss`).
         :return: the decision; its plan is kept for the fill that opens the trade.
         """
+        if features.cvar_loss != features.cvar_loss:
+            features = features._replace(cvar_loss=self.record.cvar_loss)
         d = check(self.rules, target, Book(position, equity, self.trade), price, features,
                   self.state.mode)
         if d.plan is not None:
@@ -243,6 +256,8 @@ class RiskEngine:
         """
         before = self.trade
         self.trade = apply_fill(self.rules, before, quantity, price, plan or self.plan, now_ns)
+        self.record.on_fill(before, self.trade, quantity, price, self.rules.multiplier,
+                            self.track.last)
         if self.trade is not None and (before is None or before.side != self.trade.side):
             self.plan = None  # consumed: a later opening fill needs a new decision
 

@@ -13,6 +13,7 @@ from datetime import date
 from typing import Any, Final, NamedTuple
 
 from mia.risk.breakers import BreakerState
+from mia.risk.cvar import TradeRecord
 from mia.risk.engine import RiskEngine
 from mia.risk.limits import EquityTrack
 from mia.risk.rules import RiskRules
@@ -45,6 +46,7 @@ def snapshot(engine: RiskEngine) -> dict[str, Any]:
         "last_close": None if math.isnan(engine.last_close) else engine.last_close,
         "last_atr": None if math.isnan(engine.last_atr) else engine.last_atr,
         "feed_ns": engine.feed_ns, "session_open": engine.session_open,
+        "trade_returns": list(engine.record.returns), "trade_open_pnl": engine.record.open_pnl,
     }
 
 
@@ -74,6 +76,11 @@ def restore(rules: RiskRules, snap: dict[str, Any]) -> RiskEngine:
         eng.plan = EntryPlan(**snap["plan"]) if snap["plan"] else None
         eng.last_close, eng.last_atr = _float(snap["last_close"]), _float(snap["last_atr"])
         eng.session_open = bool(snap["session_open"])
+        # absent from snapshots written before the CVaR was measured: an empty record
+        c = rules.cfg
+        eng.record = TradeRecord(c.cvar_trades, c.cvar_alpha, c.cvar_min_trades,
+                                 returns=[float(r) for r in snap.get("trade_returns", [])],
+                                 open_pnl=float(snap.get("trade_open_pnl", 0.0)))
     except (KeyError, TypeError, ValueError) as exc:
         raise RiskInputError(f"risk snapshot is malformed ({exc!r}); restore from an older "
                              "snapshot or start flat and reconcile with the broker") from exc
