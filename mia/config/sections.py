@@ -177,7 +177,7 @@ class RiskConfig(_Checked):
     cut_leverage: float = field(metadata=POSITIVE)
     cut_vix_es_correlation: float = field(metadata=UNIT)
     cut_cvar_loss: float = field(metadata=POSITIVE)
-    # the CVaR the cut reads: of the book's last closed trades (mia.risk.engine.TradeRecord)
+    # the CVaR the cut reads: of the book's last closed trades (mia.risk.cvar.TradeRecord)
     cvar_trades: int = field(metadata=POSITIVE)
     cvar_alpha: float = field(metadata=UNIT)
     cvar_min_trades: int = field(metadata=POSITIVE)
