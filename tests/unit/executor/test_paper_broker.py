@@ -280,7 +280,7 @@ def test_the_per_bar_lookups_use_an_index_not_a_scan_of_the_history(broker, path
     assert all("USING INDEX" in p for p in plan if p.startswith("SCAN")), plan
 
 
-def test_a_batch_commits_every_call_at_its_end_and_each_call_stays_atomic(path):
+def test_a_batch_commits_every_call_at_its_end(path):
     b = PaperBroker(path, COSTS, max_order_contracts=5, faults=[
         BrokerFault("submit", 2, "reject")])
     with b.batch():
@@ -318,4 +318,30 @@ def test_a_batch_that_raises_keeps_nothing_and_the_broker_goes_on(path):
     assert [f.client_id for f in b.poll_fills()] == ["before"]
     with pytest.raises(OperationalError, match="do not nest"), b.batch(), b.batch():
         pass
+    b.close()
+
+
+def test_a_call_that_fails_inside_a_batch_is_undone_alone_and_the_batch_goes_on(path,
+                                                                              monkeypatch):
+    b = PaperBroker(path, COSTS, max_order_contracts=5)
+    real = b._fill_due
+
+    def fails_half_way(symbol, ts_ns, *args):  # the count-down ran, then the disk failed
+        b._db.execute(paper._COUNT_DOWN, (symbol, ts_ns))
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with b.batch():
+        b.on_bar(bar(0))
+        b.submit(order(cid="a", q=1))
+        monkeypatch.setattr(b, "_fill_due", fails_half_way)
+        with pytest.raises(OperationalError, match="disk I/O error"):
+            b.on_bar(bar(1))
+        # the failed call left nothing: the order still waits one bar, bar 1 is not "seen"
+        assert b._db.execute("SELECT bars_left FROM orders WHERE client_id = 'a'").fetchone() \
+            == (1,)
+        monkeypatch.setattr(b, "_fill_due", real)
+        b.on_bar(bar(1))  # the same bar again, now whole
+        (fill,) = b.poll_fills()
+    assert fill.ts_ns == to_ns(bar(1).ts)
+    assert b.positions() == {"ES": 1}
     b.close()
